@@ -1,0 +1,316 @@
+"""Data sets by name, as discrete uint8 image tensors (N, C, H, W) with labels and `levels`.
+
+Every data set is discrete so that likelihoods (bits/dim) are of the same kind of data for every
+model family. `levels` is the number of intensity values: 2 (binarised), 17 (sklearn digits), 256.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gen.config import ConfigError, require
+
+DATASETS = ("digits", "mixture", "mnist", "fashion_mnist", "cifar10", "image_folder")
+
+
+class DataError(RuntimeError):
+    """A data set cannot be loaded; the message says where its files must go."""
+
+
+@dataclass
+class DataConfig:
+    """The `data:` section of params.yaml."""
+
+    name: str = "digits"
+    root: str = "data/raw"  # where torchvision data sets and image folders live
+    binarize: bool = False  # threshold at half intensity -> levels = 2
+    image_size: int | None = None  # resize (image_folder, or to fit a model); None keeps native
+    channels: int | None = None  # image_folder: 1 (grayscale) or 3 (RGB); default 3
+    test_fraction: float = 0.2  # digits / image_folder: stratified hold-out
+    n_train: int = 10000  # mixture: training images drawn
+    n_test: int = 2000  # mixture: test images drawn
+    mixture_sigma: float = 1.5  # mixture: spread of each template pixel, in intensity levels
+
+    def validate(self, section: str = "data") -> None:
+        require(
+            self.name in DATASETS,
+            f"unknown data set '{self.name}'; known: {', '.join(DATASETS)}",
+        )
+        require(0.0 < self.test_fraction < 1.0, f"{section}.test_fraction must be in (0, 1)")
+        require(
+            self.image_size is None or 4 <= self.image_size <= 512,
+            f"{section}.image_size={self.image_size} must be between 4 and 512 (or null)",
+        )
+        require(
+            self.channels in (None, 1, 3),
+            f"{section}.channels={self.channels} is not allowed; choose 1 or 3",
+        )
+        require(self.n_train > 0 and self.n_test > 0, f"{section}.n_train and n_test must be > 0")
+        require(self.mixture_sigma > 0, f"{section}.mixture_sigma must be > 0")
+
+
+@dataclass
+class DataMeta:
+    """What a model needs to know about its data: shape and number of intensity levels."""
+
+    name: str
+    channels: int
+    height: int
+    width: int
+    levels: int
+    n_classes: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dims(self) -> int:
+        return self.channels * self.height * self.width
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+
+@dataclass
+class Split:
+    train_x: torch.Tensor  # uint8 (N, C, H, W), values in [0, levels)
+    train_y: torch.Tensor  # int64 (N,)
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    meta: DataMeta
+
+
+def dataset_id(cfg: DataConfig) -> str:
+    """A short name for the data configuration: the MLflow experiment and the report's key."""
+    parts = [cfg.name]
+    if cfg.binarize:
+        parts.append("bin")
+    if cfg.image_size is not None:
+        parts.append(f"{cfg.image_size}px")
+    return "-".join(parts)
+
+
+def load(cfg: DataConfig, seed: int = 0) -> Split:
+    """Load data set `cfg.name` and apply resize / binarisation."""
+    loaders = {
+        "digits": _digits,
+        "mixture": _mixture,
+        "mnist": _torchvision,
+        "fashion_mnist": _torchvision,
+        "cifar10": _torchvision,
+        "image_folder": _image_folder,
+    }
+    split = loaders[cfg.name](cfg, seed)
+    if cfg.image_size is not None and cfg.name != "image_folder":
+        split = _resize(split, cfg.image_size)
+    if cfg.binarize:
+        split = _binarize(split)
+    return split
+
+
+# ----------------------------------------------------------------------------------- digits
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return d.images.astype(np.uint8), d.target.astype(np.int64)  # (1797, 8, 8) in 0..16
+
+
+def _digits(cfg: DataConfig, seed: int) -> Split:
+    from sklearn.model_selection import train_test_split
+
+    images, labels = _digits_arrays()
+    idx = np.arange(len(images))
+    # The split is fixed (random_state=0), not tied to the training seed, so every run and every
+    # model is compared on the same test images.
+    tr, te = train_test_split(idx, test_size=cfg.test_fraction, stratify=labels, random_state=0)
+    x = torch.from_numpy(images).unsqueeze(1)
+    y = torch.from_numpy(labels)
+    meta = DataMeta("digits", 1, 8, 8, levels=17, n_classes=10)
+    return Split(x[tr], y[tr], x[te], y[te], meta)
+
+
+# ---------------------------------------------------------------------------------- mixture
+def mixture_templates(sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel categoricals for each digit class: log-probabilities (K, H*W, levels) and log weights.
+
+    Template k puts mass on intensities near the class-k mean image, a discretised Gaussian of
+    width `sigma` levels. A mixture of these has an exactly computable likelihood.
+    """
+    images, labels = _digits_arrays()
+    levels = 17
+    means = np.stack([images[labels == k].mean(0) for k in range(10)]).reshape(10, -1)
+    v = torch.arange(levels, dtype=torch.float64)
+    m = torch.from_numpy(means)[:, :, None]
+    logits = -((v - m) ** 2) / (2 * sigma**2)
+    log_probs = torch.log_softmax(logits, dim=-1)
+    counts = torch.from_numpy(np.bincount(labels, minlength=10)).double()
+    log_weights = torch.log(counts / counts.sum())
+    return log_probs, log_weights
+
+
+def mixture_log_prob(x: torch.Tensor, log_probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
+    """Exact log p(x) in nats for images x (N, 1, 8, 8) under the template mixture."""
+    flat = x.reshape(len(x), -1).long()  # (N, D)
+    # per component: sum over pixels of log p_k(x_d)
+    gathered = log_probs[:, torch.arange(flat.shape[1]), :]  # (K, D, L)
+    per_pixel = gathered[:, None, :, :].expand(-1, len(x), -1, -1)
+    lp = torch.gather(per_pixel, 3, flat[None, :, :, None].expand(len(log_probs), -1, -1, 1))
+    per_component = lp.squeeze(-1).sum(-1) + log_weights[:, None]  # (K, N)
+    return torch.logsumexp(per_component, dim=0)
+
+
+def _mixture(cfg: DataConfig, seed: int) -> Split:
+    log_probs, log_weights = mixture_templates(cfg.mixture_sigma)
+    # Fixed generator: the data set is a function of its params, independent of the model seed.
+    g = torch.Generator().manual_seed(1234)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        comp = torch.multinomial(log_weights.exp(), n, replacement=True, generator=g)
+        probs = log_probs.exp()[comp]  # (n, D, L)
+        pix = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=g)
+        return pix.reshape(n, 1, 8, 8).to(torch.uint8), comp
+
+    train_x, train_y = draw(cfg.n_train)
+    test_x, test_y = draw(cfg.n_test)
+    nll = -mixture_log_prob(test_x, log_probs, log_weights)
+    exact_bpd = float(nll.mean() / (64 * math.log(2)))
+    extra = {"exact_test_bpd": exact_bpd, "mixture_sigma": cfg.mixture_sigma}
+    meta = DataMeta("mixture", 1, 8, 8, levels=17, n_classes=10, extra=extra)
+    return Split(train_x, train_y, test_x, test_y, meta)
+
+
+# ------------------------------------------------------------------------------ torchvision
+_TV = {
+    "mnist": ("MNIST", "MNIST/raw: train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+              "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"),
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw: the four *-idx?-ubyte files"),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py/ (extracted cifar-10-python.tar.gz)"),
+}
+
+
+def _torchvision(cfg: DataConfig, seed: int) -> Split:
+    import torchvision
+
+    cls_name, where = _TV[cfg.name]
+    cls = getattr(torchvision.datasets, cls_name)
+    root = Path(cfg.root)
+
+    def get(train: bool):
+        try:
+            return cls(str(root), train=train, download=False)
+        except (RuntimeError, FileNotFoundError):
+            pass
+        try:
+            return cls(str(root), train=train, download=True)
+        except Exception as exc:  # no network, or a corrupt file
+            raise DataError(
+                f"data set '{cfg.name}' not found under {root} and could not be downloaded "
+                f"({type(exc).__name__}); put the files in {root}/{where}"
+            ) from None
+
+    out = []
+    for train in (True, False):
+        ds = get(train)
+        x = torch.as_tensor(np.asarray(ds.data))
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        out += [x.to(torch.uint8).contiguous(), torch.as_tensor(np.asarray(ds.targets)).long()]
+    c, h, w = out[0].shape[1:]
+    meta = DataMeta(cfg.name, c, h, w, levels=256, n_classes=10)
+    return Split(*out, meta=meta)
+
+
+def _image_folder(cfg: DataConfig, seed: int) -> Split:
+    from PIL import Image
+    from sklearn.model_selection import train_test_split
+
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise DataError(f"image folder '{root}' not found; set data.root to a folder of images")
+    exts = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts)
+    if len(files) < 2:
+        raise DataError(f"image folder '{root}' holds {len(files)} images; it needs at least 2")
+    # Class = first sub-folder under root (torchvision ImageFolder layout); flat folders are class 0.
+    classes = sorted({p.relative_to(root).parts[0] for p in files if p.parent != root})
+    size = cfg.image_size or 32
+    mode = "L" if cfg.channels == 1 else "RGB"
+    xs, ys = [], []
+    for p in files:
+        try:
+            img = Image.open(p).convert(mode).resize((size, size), Image.BILINEAR)
+        except OSError as exc:
+            raise DataError(f"cannot read image '{p}': {exc}") from None
+        arr = np.asarray(img, dtype=np.uint8)
+        xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+        rel = p.relative_to(root).parts
+        ys.append(classes.index(rel[0]) if p.parent != root else 0)
+    x = torch.from_numpy(np.stack(xs))
+    y = torch.tensor(ys, dtype=torch.long)
+    tr, te = train_test_split(np.arange(len(x)), test_size=cfg.test_fraction, random_state=0)
+    meta = DataMeta("image_folder", x.shape[1], size, size, levels=256, n_classes=max(1, len(classes)))
+    return Split(x[tr], y[tr], x[te], y[te], meta)
+
+
+# ------------------------------------------------------------------------------ transforms
+def _resize(split: Split, size: int) -> Split:
+    import torch.nn.functional as F
+
+    def r(x: torch.Tensor) -> torch.Tensor:
+        y = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False)
+        return y.round().clamp(0, split.meta.levels - 1).to(torch.uint8)
+
+    m = split.meta
+    meta = DataMeta(m.name, m.channels, size, size, m.levels, m.n_classes, dict(m.extra))
+    return Split(r(split.train_x), split.train_y, r(split.test_x), split.test_y, meta)
+
+
+def _binarize(split: Split) -> Split:
+    m = split.meta
+    if m.name == "mixture":
+        raise ConfigError("data.binarize is not allowed with data set 'mixture' (its NLL is exact)")
+    half = m.levels / 2
+
+    def b(x: torch.Tensor) -> torch.Tensor:
+        return (x.float() >= half).to(torch.uint8)
+
+    meta = DataMeta(m.name, m.channels, m.height, m.width, 2, m.n_classes, dict(m.extra))
+    return Split(b(split.train_x), split.train_y, b(split.test_x), split.test_y, meta)
+
+
+# ------------------------------------------------------------------------------ conversions
+def to_unit(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Discrete levels -> floats in [-1, 1], the input scale every network uses."""
+    return x.float() / (levels - 1) * 2 - 1
+
+
+def from_unit(y: torch.Tensor, levels: int) -> torch.Tensor:
+    """Floats in [-1, 1] -> the nearest discrete level, as uint8."""
+    return ((y.clamp(-1, 1) + 1) / 2 * (levels - 1)).round().to(torch.uint8)
+
+
+def save_split(split: Split, folder: Path) -> None:
+    """Write a prepared split: tensors in one .pt file and the metadata as JSON."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: getattr(split, k) for k in ("train_x", "train_y", "test_x", "test_y")}
+    torch.save(tensors, folder / "data.pt")
+    (folder / "meta.json").write_text(json.dumps(split.meta.__dict__, indent=2) + "\n")
+
+
+def load_split(folder: Path) -> Split:
+    """Read what `save_split` wrote; a missing folder is a clear error."""
+    import json
+
+    folder = Path(folder)
+    if not (folder / "data.pt").exists():
+        raise DataError(f"prepared data not found in '{folder}'; run `genbench prepare` first")
+    tensors = torch.load(folder / "data.pt", weights_only=True)
+    meta = DataMeta(**json.loads((folder / "meta.json").read_text()))
+    return Split(**tensors, meta=meta)

@@ -1,0 +1,87 @@
+"""The one small base class every model derives from, and the training recipe all configs share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from gen.config import require
+from gen.data import DataMeta
+
+
+@dataclass
+class ModelConfig:
+    """Fields every model section has: its own optimisation recipe (the model owns it)."""
+
+    steps: int = 2000  # training steps; one step runs every phase once
+    batch_size: int = 64
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # max global grad norm per phase; 0 disables
+
+    def validate(self, section: str) -> None:
+        require(self.steps >= 0, f"{section}.steps={self.steps} must be >= 0")
+        require(self.batch_size > 0, f"{section}.batch_size={self.batch_size} must be > 0")
+        require(self.lr > 0, f"{section}.lr={self.lr} must be > 0")
+        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"{section}.beta1/beta2 must be in [0, 1)")
+        require(self.weight_decay >= 0, f"{section}.weight_decay must be >= 0")
+        require(self.grad_clip >= 0, f"{section}.grad_clip must be >= 0")
+
+
+class GenerativeModel(nn.Module):
+    """Base class: a model names its optimisation phases and returns its own losses.
+
+    Subclasses set `name`, `family`, `Config`, `phases` and implement `param_groups`, `loss` and
+    `sample`. Likelihood models add `log_prob` (exact) or `elbo` / `iwae_bound` (bounds); the
+    evaluation applies only the metrics a model has the methods for.
+    """
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = ""  # "baseline" | "autoregressive" | "latent-variable" | "adversarial"
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    phases: tuple[str, ...] = ("model",)
+
+    def __init__(self, cfg: ModelConfig, meta: DataMeta) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.meta = meta
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Phase name -> the parameters its optimiser updates."""
+        return {"model": list(self.parameters())}
+
+    def loss(self, x: torch.Tensor, phase: str) -> dict[str, torch.Tensor]:
+        """Named loss terms for `phase` on uint8 batch `x`; `"loss"` is the one to backpropagate."""
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`n` images as uint8 (n, C, H, W) in the data's levels."""
+        raise NotImplementedError
+
+    def fit_data(self, train_x: torch.Tensor) -> None:
+        """Hook run once before gradient steps, for models fitted in closed form (counting)."""
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "family": self.family, "params": count_params(self)}
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Gaussian noise drawn on CPU from `generator` (so seeds give the same samples on any device)."""
+    return torch.randn(shape, generator=generator).to(device)

@@ -1,0 +1,129 @@
+"""Variational autoencoder (Kingma & Welling, 2014) with a discrete decoder over the data's levels."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gen.config import require
+from gen.data import DataMeta, to_unit
+from gen.models.base import GenerativeModel, ModelConfig, randn
+from gen.nn import categorical_log_prob, sample_categorical
+
+
+@dataclass
+class VAEConfig(ModelConfig):
+    steps: int = 4000
+    lr: float = 1e-3
+    latent_dim: int = 16
+    hidden: int = 64  # feature maps of the first conv layer; doubled at each downsampling
+
+    def validate(self, section: str) -> None:
+        super().validate(section)
+        require(self.latent_dim > 0, f"{section}.latent_dim={self.latent_dim} must be > 0")
+        require(self.hidden > 0, f"{section}.hidden={self.hidden} must be > 0")
+
+
+def _downsamplings(size: int) -> int:
+    """How many stride-2 halvings take `size` down to at most 4 while staying whole."""
+    n = 0
+    while size > 4 and size % 2 == 0:
+        size //= 2
+        n += 1
+    return n
+
+
+class VAE(GenerativeModel):
+    """q(z|x) Gaussian, p(z) = N(0, I), p(x|z) a categorical per pixel (Bernoulli for 2 levels)."""
+
+    name = "vae"
+    family = "latent-variable"
+    Config = VAEConfig
+
+    def __init__(self, cfg: VAEConfig, meta: DataMeta) -> None:
+        super().__init__(cfg, meta)
+        c, h, w = meta.shape
+        n = min(_downsamplings(h), _downsamplings(w))
+        self.out_per_pixel = 1 if meta.levels == 2 else meta.levels
+        ch = [cfg.hidden * 2**i for i in range(n + 1)]
+        enc: list[nn.Module] = [nn.Conv2d(c, ch[0], 3, padding=1), nn.ReLU()]
+        for a, b in zip(ch[:-1], ch[1:], strict=True):
+            enc += [nn.Conv2d(a, b, 4, stride=2, padding=1), nn.ReLU()]
+        self.enc = nn.Sequential(*enc, nn.Flatten())
+        self.code_shape = (ch[-1], h // 2**n, w // 2**n)
+        flat = ch[-1] * self.code_shape[1] * self.code_shape[2]
+        self.to_stats = nn.Linear(flat, 2 * cfg.latent_dim)
+        self.from_z = nn.Sequential(nn.Linear(cfg.latent_dim, flat), nn.ReLU())
+        dec: list[nn.Module] = []
+        for a, b in zip(ch[::-1][:-1], ch[::-1][1:], strict=True):
+            dec += [nn.ConvTranspose2d(a, b, 4, stride=2, padding=1), nn.ReLU()]
+        dec += [nn.Conv2d(ch[0], ch[0], 3, padding=1), nn.ReLU()]
+        dec += [nn.Conv2d(ch[0], c * self.out_per_pixel, 1)]
+        self.dec = nn.Sequential(*dec)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.to_stats(self.enc(to_unit(x, self.meta.levels))).chunk(2, dim=1)
+        return mu, logvar.clamp(-12, 8)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder logits: (B, C, levels, H, W), or (B, C, H, W) Bernoulli logits for 2 levels."""
+        h = self.dec(self.from_z(z).view(-1, *self.code_shape))
+        b, _, hh, ww = h.shape
+        if self.out_per_pixel == 1:
+            return h
+        return h.view(b, self.meta.channels, self.meta.levels, hh, ww)
+
+    def log_px_given_z(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.out_per_pixel == 1:
+            bce = F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none")
+            return -bce.flatten(1).sum(1)
+        return categorical_log_prob(logits, x)
+
+    def elbo(self, x: torch.Tensor) -> torch.Tensor:
+        """Evidence lower bound on log p(x) per image, in nats (one reparameterised sample)."""
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        rec = self.log_px_given_z(self.decode(z), x)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+        return rec - kl
+
+    @torch.no_grad()
+    def iwae_bound(self, x: torch.Tensor, k: int, chunk: int = 64) -> torch.Tensor:
+        """Importance-weighted bound (Burda et al., 2016) with `k` samples: tighter than the ELBO."""
+        mu, logvar = self.encode(x)
+        std = (0.5 * logvar).exp()
+        log_w = []
+        for start in range(0, k, chunk):
+            m = min(chunk, k - start)
+            eps = torch.randn(m, *mu.shape, device=mu.device)
+            z = mu + eps * std  # (m, B, D)
+            flat = z.reshape(-1, z.shape[-1])
+            xs = x.unsqueeze(0).expand(m, *x.shape).reshape(-1, *x.shape[1:])
+            log_px = self.log_px_given_z(self.decode(flat), xs).view(m, -1)
+            log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
+            log_qz = -0.5 * (eps.pow(2) + math.log(2 * math.pi) + logvar).sum(-1)
+            log_w.append(log_px + log_pz - log_qz)
+        return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
+
+    def loss(self, x: torch.Tensor, phase: str) -> dict[str, torch.Tensor]:
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        rec = self.log_px_given_z(self.decode(z), x).mean()
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
+        dims = self.meta.dims
+        return {"loss": (kl - rec) / dims, "rec_nats": -rec, "kl_nats": kl}
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        z = randn((n, self.cfg.latent_dim), generator, self.device)
+        logits = self.decode(z)
+        if self.out_per_pixel == 1:
+            probs = torch.sigmoid(logits.float()).cpu()
+            return torch.bernoulli(probs, generator=generator).to(torch.uint8).to(self.device)
+        b, c, lv, h, w = logits.shape
+        rows = logits.permute(0, 1, 3, 4, 2).reshape(-1, lv)
+        return sample_categorical(rows, generator).view(b, c, h, w).to(torch.uint8)

@@ -1,0 +1,55 @@
+"""Shared layers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def channel_groups(n_channels: int, n_groups: int) -> torch.Tensor:
+    """Assign `n_channels` feature maps to `n_groups` contiguous colour groups (R, G, B ...)."""
+    return torch.arange(n_channels) * n_groups // n_channels
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A convolution that sees only pixels before the centre in raster order.
+
+    At the centre pixel, colour group g of the output may see input groups < g (mask "A", used
+    once on the image) or <= g (mask "B", every later layer), so channel c of a pixel is predicted
+    from the earlier pixels and the earlier channels of the same pixel only.
+    """
+
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel_size: int, mask: str, data_channels: int = 1
+    ) -> None:
+        if mask not in ("A", "B"):
+            raise ValueError(f"mask must be 'A' or 'B', got {mask!r}")
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        super().__init__(in_ch, out_ch, kernel_size, padding=kernel_size // 2)
+        k, c = kernel_size, kernel_size // 2
+        m = torch.zeros(out_ch, in_ch, k, k)
+        m[:, :, :c, :] = 1  # rows above
+        m[:, :, c, :c] = 1  # left of centre in the same row
+        g_out = channel_groups(out_ch, data_channels)[:, None]
+        g_in = channel_groups(in_ch, data_channels)[None, :]
+        centre = (g_in < g_out) if mask == "A" else (g_in <= g_out)
+        m[:, :, c, c] = centre.float()
+        self.register_buffer("mask", m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+
+def categorical_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log p(x) summed per image for logits (B, C, L, H, W) and integer images x (B, C, H, W)."""
+    logp = torch.log_softmax(logits.float(), dim=2)
+    picked = torch.gather(logp, 2, x.long().unsqueeze(2)).squeeze(2)
+    return picked.flatten(1).sum(1)
+
+
+def sample_categorical(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One draw per row of logits (N, L), using a CPU generator for device-independent seeds."""
+    probs = torch.softmax(logits.float(), dim=-1).cpu()
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)

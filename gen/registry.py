@@ -1,0 +1,33 @@
+"""MODELS: the names used in params.yaml and `dvc exp run -S model=...` -> model classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gen.config import ConfigError, from_dict
+from gen.data import DataMeta
+from gen.models.base import GenerativeModel
+from gen.models.baseline import Baseline
+from gen.models.gan import DCGAN
+from gen.models.pixelcnn import PixelCNN
+from gen.models.vae import VAE
+
+MODELS: dict[str, type[GenerativeModel]] = {
+    "baseline": Baseline,
+    "pixelcnn": PixelCNN,
+    "vae": VAE,
+    "dcgan": DCGAN,
+}
+
+
+def model_class(name: str) -> type[GenerativeModel]:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model '{name}'; known models: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def build(name: str, section: dict[str, Any] | None, meta: DataMeta) -> GenerativeModel:
+    """Validate the model's params section and build the model for data described by `meta`."""
+    cls = model_class(name)
+    cfg = from_dict(cls.Config, name, section)
+    return cls(cfg, meta)

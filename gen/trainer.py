@@ -1,0 +1,209 @@
+"""The one training loop: one optimiser per model phase, checkpoints, resume, a metrics callback.
+
+It knows nothing about any model beyond `phases`, `param_groups()` and `loss(x, phase)`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gen.config import as_dict
+from gen.data import DataMeta
+from gen.models.base import GenerativeModel
+
+Callback = Callable[[int, dict[str, float]], None]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or does not describe a known model."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float  # wall-clock time spent in gradient steps, summed over resumed sessions
+    images_seen: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.images_seen / self.seconds if self.seconds > 0 else None
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' takes CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{name}' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    # Deterministic cuBLAS needs this set before the first CUDA call.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def progress_enabled() -> bool:
+    return os.environ.get("CI", "").lower() not in ("1", "true", "yes")
+
+
+def _batches(x: torch.Tensor, batch_size: int, g: torch.Generator):
+    """Endless shuffled batches drawn with generator `g` (its state is saved for resume)."""
+    while True:
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x) - batch_size + 1, batch_size):
+            yield x[perm[i : i + batch_size]]
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint '{path}' not found; run `genbench train` first")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint '{path}' is corrupt or unreadable ({type(exc).__name__})") from None
+    missing = {"name", "config", "meta", "state_dict"} - set(ckpt) if isinstance(ckpt, dict) else {"all"}
+    if missing:
+        raise CheckpointError(f"checkpoint '{path}' lacks {', '.join(sorted(missing))}")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu") -> GenerativeModel:
+    """Rebuild a model from the checkpoint alone: its name, config and data metadata."""
+    from gen.registry import build
+
+    meta = DataMeta(**ckpt["meta"])
+    model = build(ckpt["name"], ckpt["config"], meta)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval()
+
+
+def train(
+    model: GenerativeModel,
+    train_x: torch.Tensor,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    callback: Callback | None = None,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 500,
+    log_every: int = 50,
+    precision: str = "auto",
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train `model` for `model.cfg.steps` steps; resume from `checkpoint` when it matches."""
+    cfg = model.cfg
+    device = torch.device(device)
+    seed_everything(seed)
+    model.to(device)
+    t_fit = time.perf_counter()
+    model.fit_data(train_x.to(device))
+    fit_seconds = time.perf_counter() - t_fit
+    groups = model.param_groups()
+    optimisers = {
+        phase: torch.optim.Adam(
+            params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
+        )
+        for phase, params in groups.items()
+    }
+    g = torch.Generator().manual_seed(seed)
+    result = TrainResult(steps=0, seconds=fit_seconds, images_seen=0 if model.phases else len(train_x))
+    identity = {"name": model.name, "config": as_dict(cfg), "meta": model.meta.__dict__, "seed": seed}
+
+    if checkpoint is not None and Path(checkpoint).exists():
+        ckpt = load_checkpoint(checkpoint)
+        if all(ckpt.get(k) == v for k, v in identity.items()):
+            model.load_state_dict(ckpt["state_dict"])
+            for phase, state in ckpt.get("optimisers", {}).items():
+                optimisers[phase].load_state_dict(state)
+            g.set_state(ckpt["data_rng"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            result = TrainResult(ckpt["step"], ckpt["seconds"], ckpt["images_seen"], ckpt["history"])
+
+    def snapshot() -> dict[str, Any]:
+        return {
+            **identity,
+            "state_dict": model.state_dict(),
+            "optimisers": {k: o.state_dict() for k, o in optimisers.items()},
+            "step": result.steps,
+            "seconds": result.seconds,
+            "images_seen": result.images_seen,
+            "history": result.history,
+            "data_rng": g.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    )
+    batches = _batches(train_x, min(cfg.batch_size, len(train_x)), g)
+    steps_left = cfg.steps - result.steps if model.phases else 0
+    show = progress_enabled() if progress is None else progress
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=result.steps, disable=not show or steps_left <= 0,
+               desc=f"train {model.name}", dynamic_ncols=True)
+    model.train()
+    running: dict[str, float] = {}
+    count = 0
+    for _ in range(max(steps_left, 0)):
+        t0 = time.perf_counter()
+        for phase in model.phases:
+            x = next(batches).to(device, non_blocking=True)
+            model.zero_grad(set_to_none=True)
+            with autocast:
+                terms = model.loss(x, phase)
+            loss = terms["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"{model.name}: loss of phase '{phase}' is {loss.item()} at step {result.steps}"
+                )
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(groups[phase], cfg.grad_clip)
+            optimisers[phase].step()
+            result.images_seen += len(x)
+            for k, v in terms.items():
+                key = f"{phase}/{k}"
+                running[key] = running.get(key, 0.0) + float(v.detach())
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        result.seconds += time.perf_counter() - t0
+        result.steps += 1
+        count += 1
+        bar.update(1)
+        if result.steps % log_every == 0 or result.steps == cfg.steps:
+            row = {k: v / count for k, v in running.items()}
+            result.history.append({"step": result.steps, **row})
+            if callback is not None:
+                callback(result.steps, row)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("loss")})
+            running, count = {}, 0
+        if checkpoint is not None and result.steps % checkpoint_every == 0:
+            save_checkpoint(Path(checkpoint), snapshot())
+    bar.close()
+    model.eval()
+    if checkpoint is not None:
+        save_checkpoint(Path(checkpoint), snapshot())
+    return result

@@ -1,0 +1,169 @@
+"""`genbench`: one command per DVC stage, plus `benchmark`, the whole suite and its report."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from gen.classifier import ClassifierConfig  # noqa: F401  (keeps import errors early and clear)
+from gen.config import ConfigError
+from gen.data import DataError, dataset_id
+from gen.metrics import MetricError
+from gen.trainer import CheckpointError
+from pipeline.params import Params, load_params
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, MetricError, FileNotFoundError)
+
+
+def user_errors(fn):
+    """Turn the errors a user can fix into one line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            raise click.UsageError(str(exc)) from None
+
+    return wrapper
+
+
+def _print(result: dict) -> None:
+    click.echo(json.dumps(result, indent=2, default=str))
+
+
+params_option = click.option(
+    "--params", "params_path", default="params.yaml", show_default=True, type=click.Path(),
+    help="params file to read",
+)
+
+
+@click.group()
+def main() -> None:
+    """genbench: train, sample and evaluate generative image models side by side."""
+
+
+def _stage(name: str, doc: str):
+    def deco(fn):
+        @main.command(name, help=doc)
+        @params_option
+        @user_errors
+        def command(params_path: str) -> None:
+            _print(fn(load_params(params_path)))
+
+        return command
+
+    return deco
+
+
+@_stage("prepare", "Load the data set named in params and write data/prepared/.")
+def _prepare(p: Params) -> dict:
+    from pipeline import stages
+
+    return stages.prepare(p)
+
+
+@_stage("classifier", "Train the data set's classifier (the FID/IS feature extractor).")
+def _classifier(p: Params) -> dict:
+    from pipeline import stages
+
+    return stages.train_classifier(p)
+
+
+@_stage("train", "Train the model named by `model` in params; resumes after a kill.")
+def _train(p: Params) -> dict:
+    from pipeline import stages
+
+    return stages.train_model(p)
+
+
+@_stage("sample", "Draw eval.n_samples images from the trained model.")
+def _sample(p: Params) -> dict:
+    from pipeline import stages
+
+    return stages.sample(p)
+
+
+@_stage("evaluate", "Compute bits/dim and sample-quality metrics into metrics.json and MLflow.")
+def _evaluate(p: Params) -> dict:
+    from pipeline import stages
+
+    return stages.evaluate(p)
+
+
+@main.command("report")
+@params_option
+@click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path())
+@user_errors
+def report(params_path: str, out_dir: str) -> None:
+    """Compile reports/benchmark.{md,html} from the latest finished MLflow run of each model."""
+    from pipeline.report import build_report
+
+    p = load_params(params_path)
+    md, page = build_report(dataset_id(p.data), Path(out_dir), p.benchmark.models)
+    click.echo(f"wrote {md} and {page}")
+
+
+def _tool_env() -> dict[str, str]:
+    """PATH with this interpreter's bin folder first, so DVC stages find `genbench` and `dvc`."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _dvc(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args], env=_tool_env(), check=False
+    )
+
+
+@main.command("benchmark")
+@params_option
+@click.option("--models", default=None, help="comma-separated models (default: benchmark.models)")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="parallel experiments through DVC's queue (experimental in DVC)")
+@user_errors
+def benchmark(params_path: str, models: str | None, jobs: int) -> None:
+    """Run one DVC experiment per model (`dvc exp run -S model=NAME`), then write the report."""
+    from gen.registry import model_class
+    from pipeline.report import build_report
+
+    p = load_params(params_path)
+    names = [m.strip() for m in models.split(",")] if models else list(p.benchmark.models)
+    for name in names:
+        model_class(name)  # unknown names fail before anything runs
+    if not Path(".dvc").is_dir():
+        raise click.UsageError("not a DVC repository: run `genbench benchmark` from the repository root")
+    path = Path(params_path)
+    original = path.read_text()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    failed: list[str] = []
+    try:
+        if jobs == 1:
+            for name in names:
+                click.echo(f"==> dvc exp run -S model={name}", err=True)
+                if _dvc("exp", "run", "-S", f"model={name}", "-n", f"{name}-{stamp}").returncode:
+                    failed.append(name)
+        else:
+            for name in names:
+                if _dvc("exp", "run", "--queue", "-S", f"model={name}", "-n", f"{name}-{stamp}").returncode:
+                    failed.append(name)
+            if _dvc("exp", "run", "--run-all", "--jobs", str(jobs)).returncode:
+                failed.append("queue")
+    finally:
+        path.write_text(original)  # `dvc exp run -S` edits params.yaml in the workspace
+    md, page = build_report(dataset_id(p.data), Path("reports"), names)
+    click.echo(f"wrote {md} and {page}")
+    if failed:
+        raise click.ClickException(f"experiments failed for: {', '.join(failed)} (see output above)")
+
+
+if __name__ == "__main__":
+    main()

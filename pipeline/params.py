@@ -1,0 +1,105 @@
+"""params.yaml -> validated config objects, so every bad value fails before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from gen.classifier import ClassifierConfig
+from gen.config import ConfigError, from_dict, require
+from gen.data import DataConfig
+from gen.registry import MODELS, model_class
+
+
+@dataclass
+class TrainSettings:
+    """The `train:` section: how to run training, whatever the model."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA
+    log_every: int = 50
+    checkpoint_every: int = 500
+
+    def validate(self, section: str = "train") -> None:
+        require(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            f"{section}.device={self.device!r} is not allowed; choose auto, cpu, cuda or cuda:N",
+        )
+        require(self.log_every > 0, f"{section}.log_every must be > 0")
+        require(self.checkpoint_every > 0, f"{section}.checkpoint_every must be > 0")
+
+
+@dataclass
+class EvalSettings:
+    """The `eval:` section."""
+
+    n_samples: int = 1000
+    feature_extractor: Literal["classifier", "inception-v3-compat"] = "classifier"
+    inception_weights: str | None = None  # local path to torch-fidelity's Inception weights
+    iwae_k: int = 100
+    batch_size: int = 500
+    kid_subset_size: int = 1000  # capped at the smaller of the two sets
+
+    def validate(self, section: str = "eval") -> None:
+        require(self.n_samples >= 2, f"{section}.n_samples={self.n_samples} must be >= 2")
+        require(self.iwae_k >= 1, f"{section}.iwae_k={self.iwae_k} must be >= 1")
+        require(self.batch_size > 0, f"{section}.batch_size must be > 0")
+        require(self.kid_subset_size >= 2, f"{section}.kid_subset_size must be >= 2")
+
+
+@dataclass
+class BenchmarkSettings:
+    models: list[str] = field(default_factory=lambda: ["baseline", "pixelcnn", "vae", "dcgan"])
+
+    def validate(self, section: str = "benchmark") -> None:
+        require(len(self.models) > 0, f"{section}.models must name at least one model")
+        for name in self.models:
+            model_class(name)
+
+
+@dataclass
+class Params:
+    raw: dict[str, Any]
+    model: str
+    seed: int
+    data: DataConfig
+    classifier: ClassifierConfig
+    train: TrainSettings
+    eval: EvalSettings
+    benchmark: BenchmarkSettings
+
+    def model_section(self, name: str | None = None) -> dict[str, Any]:
+        return self.raw.get(name or self.model) or {}
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; the model's own section is validated when it is built."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"params file '{path}' not found; run from the repository root")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"params file '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params file '{path}' must be a mapping of sections")
+    model = raw.get("model")
+    require(isinstance(model, str), f"params 'model' must be a model name; known: {', '.join(MODELS)}")
+    cls = model_class(model)
+    seed = raw.get("seed", 0)
+    require(isinstance(seed, int) and not isinstance(seed, bool), f"params 'seed'={seed!r} must be an integer")
+    params = Params(
+        raw=raw,
+        model=model,
+        seed=seed,
+        data=from_dict(DataConfig, "data", raw.get("data")),
+        classifier=from_dict(ClassifierConfig, "classifier", raw.get("classifier")),
+        train=from_dict(TrainSettings, "train", raw.get("train")),
+        eval=from_dict(EvalSettings, "eval", raw.get("eval")),
+        benchmark=from_dict(BenchmarkSettings, "benchmark", raw.get("benchmark")),
+    )
+    from_dict(cls.Config, model, params.model_section())  # fail early on the model's own keys
+    return params

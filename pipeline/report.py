@@ -1,0 +1,240 @@
+"""MLflow runs -> pandas -> reports/benchmark.md and a self-contained reports/benchmark.html."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline import tracking
+
+# (column in the table, MLflow metric key, format). "n/a" where a model has no such metric.
+COLUMNS = [
+    ("bits/dim", "bpd", "{:.3f}"),
+    ("ELBO bits/dim", "elbo_bpd", "{:.3f}"),
+    ("FID", "fid", "{:.2f}"),
+    ("IS", "is_mean", "{:.2f}"),
+    ("KID", "kid_mean", "{:.4f}"),
+    ("precision", "precision", "{:.3f}"),
+    ("recall", "recall", "{:.3f}"),
+    ("train s", "train_seconds", "{:.0f}"),
+    ("train img/s", "train_images_per_s", "{:.0f}"),
+    ("sample img/s", "sample_images_per_s", "{:.0f}"),
+    ("params", "params", "{:,.0f}"),
+]
+FAMILY_ORDER = ["baseline", "autoregressive", "latent-variable", "adversarial"]
+
+
+def collect(dataset: str, models: list[str] | None = None) -> pd.DataFrame:
+    """One row per model: its latest finished run on `dataset`, benchmark models first."""
+    runs = tracking.latest_runs(dataset)
+    if runs.empty:
+        return runs
+    rows = []
+    for _, r in runs.iterrows():
+        row: dict[str, Any] = {
+            "model": r["tags.model"],
+            "family": r.get("tags.family", ""),
+            "feature_extractor": r.get("tags.feature_extractor", ""),
+            "bpd_kind": r.get("tags.bpd_kind", ""),
+            "commit": str(r.get("tags.git_commit") or "")[:8],
+            "dvc_exp": r.get("tags.dvc_exp_name", ""),
+            "run_id": r["run_id"],
+        }
+        for _, key, _ in COLUMNS:
+            value = r.get(f"metrics.{key}")
+            row[key] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+        row["exact_test_bpd"] = r.get("metrics.exact_test_bpd")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    order = {m: i for i, m in enumerate(models or [])}
+    fam = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    df["_o"] = [(order.get(m, len(order)), fam.get(f, 9), m) for m, f in zip(df.model, df.family, strict=True)]
+    return df.sort_values("_o").drop(columns="_o").reset_index(drop=True)
+
+
+def fmt(value: Any, pattern: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return pattern.format(value)
+
+
+def _table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    head = ["model", "family"] + [c for c, _, _ in COLUMNS] + ["features", "commit", "DVC exp", "run"]
+    body = []
+    for _, r in df.iterrows():
+        cells = [r.model, r.family]
+        for _, key, pattern in COLUMNS:
+            text = fmt(r[key], pattern)
+            if key == "bpd" and text != "n/a" and r.bpd_kind and r.bpd_kind != "exact":
+                text += f" ({r.bpd_kind})"
+            if key in ("fid", "is_mean", "kid_mean") and text != "n/a":
+                text += f" [{r.feature_extractor}]"
+            cells.append(text)
+        cells += [r.feature_extractor or "n/a", r.commit or "n/a", r.dvc_exp or "n/a", r.run_id[:8]]
+        body.append([str(c) for c in cells])
+    return head, body
+
+
+# ------------------------------------------------------------------------------------ figures
+def _bar(df: pd.DataFrame, key: str, label: str, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sub = df[df[key].notna()]
+    if sub.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3))
+    colors = ["#888888" if f == "baseline" else "#3b6ea5" for f in sub.family]
+    ax.bar(sub.model, sub[key], color=colors)
+    for i, v in enumerate(sub[key]):
+        ax.text(i, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} (lower is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _curves(df: pd.DataFrame, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = []
+    for _, r in df.iterrows():
+        for key in tracking.metric_keys(r.run_id):
+            if key.startswith("train/") and key.endswith("/loss"):
+                hist = tracking.metric_history(r.run_id, key)
+                if len(hist) > 1:
+                    series.append((f"{r.model} {key[6:]}", hist))
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for name, hist in series:
+        steps, values = zip(*sorted(hist), strict=True)
+        ax.plot(steps, values, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("training losses")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------ writers
+def build_report(
+    dataset: str, out_dir: Path = Path("reports"), models: list[str] | None = None
+) -> tuple[Path, Path]:
+    """Write `benchmark.md` (figures beside it) and a self-contained `benchmark.html`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figs = out_dir / "figures"
+    figs.mkdir(exist_ok=True)
+    df = collect(dataset, models)
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    figures: list[tuple[str, Path]] = []
+    samples: list[tuple[str, Path]] = []
+    if not df.empty:
+        for key, label, name in (("bpd", "bits/dim", "bpd.png"), ("fid", "FID", "fid.png")):
+            p = _bar(df, key, label, figs / name)
+            if p:
+                figures.append((label, p))
+        p = _curves(df, figs / "losses.png")
+        if p:
+            figures.append(("training losses", p))
+        for _, r in df.iterrows():
+            got = tracking.download_artifact(r.run_id, "samples/samples.png", figs / "tmp")
+            if got and got.exists():
+                dst = figs / f"samples_{r.model}.png"
+                got.replace(dst)
+                samples.append((r.model, dst))
+        tmp = figs / "tmp"
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+    head, body = _table(df) if not df.empty else ([], [])
+    notes = _notes(df)
+    md = out_dir / "benchmark.md"
+    md.write_text(_markdown(dataset, now, head, body, notes, figures, samples, out_dir))
+    page = out_dir / "benchmark.html"
+    page.write_text(_html(dataset, now, head, body, notes, figures, samples))
+    return md, page
+
+
+def _notes(df: pd.DataFrame) -> list[str]:
+    notes = [
+        "bits/dim: exact -log2 p(x) per dimension on the test split where the model has it; for "
+        "latent-variable models the importance-weighted (IWAE) bound, an upper bound on the true value.",
+        "FID / IS / KID / precision / recall: samples against the test split, computed by "
+        "torch-fidelity with the feature extractor named in brackets.",
+        "n/a: the model has no such quantity (a GAN has no likelihood); nothing is estimated in its place.",
+    ]
+    if not df.empty and df["exact_test_bpd"].notna().any():
+        exact = float(df["exact_test_bpd"].dropna().iloc[0])
+        notes.append(f"exact test NLL of the data distribution: {exact:.4f} bits/dim.")
+    return notes
+
+
+def _markdown(dataset, now, head, body, notes, figures, samples, out_dir: Path) -> str:
+    lines = [f"# genbench report: {dataset}", "", f"Generated {now} from the MLflow store.", ""]
+    if not body:
+        lines += ["No finished runs for this data set yet: run `genbench benchmark`.", ""]
+        return "\n".join(lines)
+    esc = [[c.replace("|", "\\|") for c in row] for row in body]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in esc]
+    lines += [""] + [f"- {n}" for n in notes] + [""]
+    for label, p in figures:
+        lines += [f"## {label}", "", f"![{label}]({p.relative_to(out_dir).as_posix()})", ""]
+    if samples:
+        lines += ["## samples", ""]
+        for model, p in samples:
+            lines += [f"### {model}", "", f"![{model} samples]({p.relative_to(out_dir).as_posix()})", ""]
+    return "\n".join(lines)
+
+
+def _img(p: Path, alt: str) -> str:
+    data = base64.b64encode(p.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _html(dataset, now, head, body, notes, figures, samples) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>genbench report: {e(dataset)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+        "th{background:#eee}td{text-align:right}td:first-child,td:nth-child(2){text-align:left}"
+        ".samples{display:flex;flex-wrap:wrap;gap:1.5em}figure{margin:0}"
+        "img{image-rendering:pixelated}</style></head><body>",
+        f"<h1>genbench report: {e(dataset)}</h1><p>Generated {e(now)} from the MLflow store.</p>",
+    ]
+    if not body:
+        parts.append("<p>No finished runs for this data set yet: run <code>genbench benchmark</code>.</p>")
+    else:
+        parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
+        for row in body:
+            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+        parts.append("</table><ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
+        for label, p in figures:
+            parts.append(f"<h2>{e(label)}</h2>{_img(p, label)}")
+        if samples:
+            parts.append("<h2>samples</h2><div class='samples'>")
+            for model, p in samples:
+                parts.append(f"<figure>{_img(p, model)}<figcaption>{e(model)}</figcaption></figure>")
+            parts.append("</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

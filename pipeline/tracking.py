@@ -1,0 +1,180 @@
+"""Everything that talks to MLflow lives here; the rest of the project passes plain dicts in.
+
+The store is always the main repository's own, also when DVC runs an experiment in a temporary
+copy under `.dvc/tmp/exps/` (which is deleted afterwards), so no run is ever lost with it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+EXPS_MARKER = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The main repository: above `.dvc/tmp/exps/...` for DVC temp runs, else the nearest `.dvc`."""
+    here = (start or Path.cwd()).resolve()
+    text = str(here) + os.sep
+    if EXPS_MARKER in text:
+        return Path(text.split(EXPS_MARKER)[0])
+    for folder in (here, *here.parents):
+        if (folder / ".dvc").is_dir() or (folder / ".git").exists():
+            return folder
+    return here
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` if set, else the SQLite store `mlflow.db` in the main repository."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def _client():
+    import logging
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    # Alembic's migration chatter on a new SQLite store is noise on every stage.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri())
+    return MlflowClient(tracking_uri())
+
+
+def experiment_id(name: str) -> str:
+    """The experiment for data set `name`, created once with artifacts in the main repository."""
+    client = _client()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = (repo_root() / "mlartifacts" / name).resolve().as_uri()
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        artifacts = None  # a remote server chooses its own artifact store
+    try:
+        return client.create_experiment(name, artifact_location=artifacts)
+    except Exception:  # created meanwhile by a parallel writer
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path.cwd()
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params -> {"vae.latent_dim": "16", ...} as MLflow params want."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = str(v)[:6000]
+    return out
+
+
+def start_run(dataset: str, model: str, family: str, params: dict[str, Any]) -> str:
+    """Create the run that the train, sample and evaluate stages of one model all log into."""
+    from mlflow.entities import Param, RunTag
+
+    client = _client()
+    exp_name = os.environ.get("DVC_EXP_NAME", "")
+    tags = {
+        "model": model,
+        "family": family,
+        "dataset": dataset,
+        "dvc_exp_name": exp_name or "workspace",
+        "dvc_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
+        "git_commit": git_commit() or "",
+        "mlflow.runName": f"{model}-{exp_name}" if exp_name else model,
+    }
+    run = client.create_run(experiment_id(dataset), tags=tags)
+    items = [Param(k, v) for k, v in flatten(params).items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=items[i : i + 100])
+    client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items() if v])
+    return run.info.run_id
+
+
+def run_exists(run_id: str) -> bool:
+    try:
+        _client().get_run(run_id)
+        return True
+    except Exception:
+        return False
+
+
+def log_metrics(run_id: str, metrics: dict[str, float | None], step: int = 0) -> None:
+    from mlflow.entities import Metric
+
+    import time
+
+    now = int(time.time() * 1000)
+    rows = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+    if rows:
+        _client().log_batch(run_id, metrics=rows)
+
+
+def log_artifact(run_id: str, path: Path, folder: str | None = None) -> None:
+    _client().log_artifact(run_id, str(path), folder)
+
+
+def set_tags(run_id: str, tags: dict[str, str]) -> None:
+    client = _client()
+    for k, v in tags.items():
+        client.set_tag(run_id, k, v)
+
+
+def finish(run_id: str, status: str = "FINISHED") -> None:
+    _client().set_terminated(run_id, status=status)
+
+
+def latest_runs(dataset: str):
+    """The latest finished run of every model on data set `dataset`, as a pandas DataFrame."""
+    import mlflow
+    import pandas as pd
+
+    _client()
+    if mlflow.get_experiment_by_name(dataset) is None:
+        return pd.DataFrame()
+    runs = mlflow.search_runs(
+        experiment_names=[dataset],
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.end_time DESC"],
+    )
+    if runs.empty or "tags.model" not in runs:
+        return pd.DataFrame()
+    return runs.drop_duplicates("tags.model", keep="first").reset_index(drop=True)
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in _client().get_metric_history(run_id, key)]
+
+
+def metric_keys(run_id: str) -> list[str]:
+    return sorted(_client().get_run(run_id).data.metrics)
+
+
+def download_artifact(run_id: str, path: str, dst: Path) -> Path | None:
+    """Fetch one artifact of a run into `dst`; None when the run has no such artifact."""
+    import mlflow
+
+    _client()
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
+    except Exception:
+        return None
