@@ -18,7 +18,7 @@ DCGAN_SIZES = (8, 16, 32, 64)
 
 @dataclass
 class GANConfig(ModelConfig):
-    steps: int = 3000
+    steps: int = 2000
     lr: float = 2e-4
     beta1: float = 0.5
     z_dim: int = 32

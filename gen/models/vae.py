@@ -17,10 +17,10 @@ from gen.nn import categorical_log_prob, sample_categorical
 
 @dataclass
 class VAEConfig(ModelConfig):
-    steps: int = 4000
+    steps: int = 2000
     lr: float = 1e-3
     latent_dim: int = 16
-    hidden: int = 64  # feature maps of the first conv layer; doubled at each downsampling
+    hidden: int = 32  # feature maps of the first conv layer; doubled at each downsampling
 
     def validate(self, section: str) -> None:
         super().validate(section)

@@ -1,0 +1,75 @@
+"""Shared fixtures: a throw-away copy of the project as its own git + DVC repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Params small enough that a whole pipeline runs in seconds on a CPU.
+TINY = {
+    "classifier": {"epochs": 1},
+    "train": {"log_every": 2, "checkpoint_every": 2},
+    "eval": {"n_samples": 40, "iwae_k": 2, "batch_size": 40, "kid_subset_size": 20},
+    "pixelcnn": {"steps": 4, "channels": 8, "layers": 1},
+    "vae": {"steps": 4, "hidden": 8, "latent_dim": 2},
+    "dcgan": {"steps": 4, "g_channels": 8, "d_channels": 8, "z_dim": 4},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base.get(k) or {}, v) if isinstance(v, dict) else v
+    return out
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["CI"] = "true"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(**env), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def project(tmp_path: Path):
+    """A copy of the project (code, params, dvc.yaml) with tiny params, as a committed git repo."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("gen", "pipeline"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"):
+        shutil.copy(ROOT / name, repo / name)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
+    run(["git", "init", "-q"], repo)
+    run(["git", "config", "user.email", "test@example.com"], repo)
+    run(["git", "config", "user.name", "genbench test"], repo)
+    run([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "init"], repo)
+    return repo
+
+
+def set_params(repo: Path, **sections) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump(_merge(params, sections), sort_keys=False))

@@ -1,0 +1,145 @@
+"""Metric functions against closed forms and limiting cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gen.classifier import ClassifierConfig, classifier_checkpoint, train_classifier
+from gen.data import DataConfig, load
+from gen.metrics import (
+    MetricError,
+    bits_per_dim,
+    dataset_bpd,
+    mean_nll,
+    sample_quality,
+    to_rgb8,
+)
+from gen.models.baseline import Baseline, BaselineConfig
+
+KEYS = {"fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------ likelihoods
+def test_bits_per_dim_is_nats_over_dims_times_ln2():
+    assert bits_per_dim(64 * math.log(17), 64) == pytest.approx(math.log2(17), rel=1e-12)
+    assert bits_per_dim(torch.tensor(784 * math.log(2.0)), 784) == pytest.approx(1.0, rel=1e-6)
+    assert bits_per_dim(0.0, 10) == 0.0
+
+
+def test_dataset_bpd_of_a_uniform_model_is_log2_levels_whatever_the_batching():
+    levels, x = 17, torch.zeros(23, 1, 8, 8, dtype=torch.uint8)
+
+    def uniform(batch: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(batch),), -64 * math.log(levels), dtype=torch.float64)
+
+    for batch_size in (1, 7, 500):
+        bpd = dataset_bpd(uniform, x, batch_size=batch_size)
+        assert bpd == pytest.approx(math.log2(levels), rel=1e-9)
+
+
+def test_mean_nll_is_the_average_over_images_not_batches():
+    x = torch.arange(10).view(10, 1, 1, 1)
+
+    def log_prob(batch: torch.Tensor) -> torch.Tensor:
+        return -batch.flatten().double()
+
+    assert mean_nll(log_prob, x, batch_size=3) == pytest.approx(4.5)
+
+
+def test_to_rgb8_maps_the_top_level_to_255_and_grey_to_three_channels():
+    x = torch.tensor([0, 8, 16], dtype=torch.uint8).view(1, 1, 1, 3)
+    y = to_rgb8(x, 17)
+    assert y.shape == (1, 3, 1, 3) and y.dtype == torch.uint8
+    assert y[0, :, 0].tolist() == [[0, 128, 255]] * 3
+
+
+# ---------------------------------------------------------------------------- sample quality
+@pytest.fixture(scope="module")
+def digits():
+    return load(DataConfig())
+
+
+@pytest.fixture(scope="module")
+def classifier_path(digits, tmp_path_factory):
+    cfg = ClassifierConfig(epochs=2)
+    model = train_classifier(digits.train_x, digits.train_y, 17, 10, cfg, seed=0)
+    path = tmp_path_factory.mktemp("classifier") / "classifier.pt"
+    torch.save(classifier_checkpoint(model, cfg), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def quality(digits, classifier_path):
+    """sample_quality of three sample sets against the test set, with the data's classifier."""
+    test_x = digits.test_x
+    g = torch.Generator().manual_seed(0)
+    baseline = Baseline(BaselineConfig(), digits.meta)
+    baseline.fit_data(digits.train_x)
+    sets = {
+        "itself": test_x,
+        "baseline": baseline.sample(len(test_x), g),
+        "noise": torch.randint(0, 17, test_x.shape, generator=g, dtype=torch.uint8),
+    }
+    return {
+        name: sample_quality(x, test_x, 17, weights_path=classifier_path, kid_subset_size=100)
+        for name, x in sets.items()
+    }
+
+
+def test_sample_quality_returns_every_metric_as_a_finite_float(quality):
+    for result in quality.values():
+        assert set(result) == KEYS
+        assert all(isinstance(v, float) and math.isfinite(v) for v in result.values())
+
+
+def test_fid_of_the_test_set_against_itself_is_zero(quality):
+    fid = quality["itself"]["fid"]
+    assert abs(fid) < 1e-2
+    assert abs(fid) < 1e-3 * quality["baseline"]["fid"]
+
+
+def test_precision_and_recall_of_the_test_set_against_itself_are_one(quality):
+    assert quality["itself"]["precision"] == pytest.approx(1.0)
+    assert quality["itself"]["recall"] == pytest.approx(1.0)
+
+
+def test_fid_orders_noise_worse_than_baseline_samples_worse_than_real_data(quality):
+    fid = {name: result["fid"] for name, result in quality.items()}
+    assert fid["itself"] < fid["baseline"] < fid["noise"]
+    assert fid["noise"] > 2 * fid["baseline"]
+
+
+def test_inception_score_of_real_digits_beats_noise(quality):
+    assert quality["itself"]["is_mean"] > 2 * quality["noise"]["is_mean"]
+
+
+def test_inception_extractor_with_missing_weights_raises_metric_error(tmp_path):
+    x = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    missing = tmp_path / "no-such-weights.pth"
+    with pytest.raises(MetricError) as info:
+        sample_quality(x, x, 17, extractor="inception-v3-compat", weights_path=missing)
+    assert "\n" not in str(info.value)
+    assert "inception_weights" in str(info.value)
+
+
+def test_classifier_extractor_without_a_checkpoint_raises_metric_error():
+    x = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    with pytest.raises(MetricError, match="classifier"):
+        sample_quality(x, x, 17, extractor="classifier", weights_path=None)
+
+
+def test_unknown_feature_extractor_raises_metric_error_naming_the_known_ones():
+    x = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    with pytest.raises(MetricError, match="known: classifier, inception-v3-compat"):
+        sample_quality(x, x, 17, extractor="clip")

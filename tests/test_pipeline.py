@@ -1,0 +1,159 @@
+"""The pipeline as a user runs it: `dvc repro`, `dvc exp run -S ...`, the CLI and its errors."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import run, set_params
+
+from pipeline import tracking
+from pipeline.cli import main
+
+DVC = [sys.executable, "-m", "dvc"]
+METRIC_KEYS = {
+    "model", "dataset", "bpd", "elbo_bpd", "fid", "is_mean", "is_std", "kid_mean", "precision",
+    "recall", "train_seconds", "sample_images_per_s", "params",
+}
+
+
+def runs_in_store(repo: Path) -> list[tuple[str, str]]:
+    """(model tag, status) of every run in the repository's own MLflow store."""
+    con = sqlite3.connect(repo / "mlflow.db")
+    try:
+        return con.execute(
+            "select t.value, r.status from runs r join tags t on t.run_uuid = r.run_uuid "
+            "where t.key = 'model' order by r.start_time"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_dvc_repro_then_exp_run_trains_evaluates_tracks_and_reports(project: Path):
+    run([*DVC, "repro"], project)
+
+    metrics = json.loads((project / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["model"] == "pixelcnn" and metrics["dataset"] == "digits"
+    assert metrics["bpd"] > 0 and metrics["fid"] >= 0 and metrics["elbo_bpd"] is None
+    assert metrics["feature_extractor"] == "classifier"
+    assert runs_in_store(project) == [("pixelcnn", "FINISHED")]
+    md = (project / "reports" / "benchmark.md").read_text()
+    assert "| pixelcnn |" in md
+    page = (project / "reports" / "benchmark.html").read_text()
+    assert "data:image/png;base64," in page
+
+    # A new model reruns train/sample/evaluate only; data and classifier come from DVC's cache.
+    out = run([*DVC, "exp", "run", "-S", "model=dcgan"], project).stdout
+    assert "Stage 'prepare' didn't change" in out
+    assert "Stage 'classifier' didn't change" in out
+    assert "Running stage 'train'" in out
+    metrics = json.loads((project / "metrics.json").read_text())
+    assert metrics["model"] == "dcgan" and metrics["bpd"] is None
+    models = {m for m, status in runs_in_store(project) if status == "FINISHED"}
+    assert models == {"pixelcnn", "dcgan"}
+    md = (project / "reports" / "benchmark.md").read_text()
+    assert "| pixelcnn |" in md and "| dcgan |" in md and "n/a" in md
+
+    shown = run([*DVC, "exp", "show", "--json"], project).stdout
+    assert "fid" in shown
+
+
+@pytest.mark.slow
+def test_benchmark_runs_one_experiment_per_model_and_restores_params(project: Path):
+    set_params(project, benchmark={"models": ["baseline", "vae"]})
+    run(["git", "commit", "-qam", "two models"], project)
+    before = (project / "params.yaml").read_text()
+    run(["genbench", "benchmark"], project)
+    assert (project / "params.yaml").read_text() == before
+    md = (project / "reports" / "benchmark.md").read_text()
+    assert "| baseline |" in md and "| vae |" in md
+    assert "iwae-2" in md  # the VAE's bits/dim is labelled as a bound
+    exps = run([*DVC, "exp", "list", "--name-only"], project).stdout.split()
+    assert any(e.startswith("baseline-") for e in exps) and any(e.startswith("vae-") for e in exps)
+
+
+def test_mlflow_store_of_a_dvc_temp_experiment_is_the_main_repository(tmp_path: Path):
+    main_repo = tmp_path / "repo"
+    temp_copy = main_repo / ".dvc" / "tmp" / "exps" / "tmpab12" / "sub"
+    temp_copy.mkdir(parents=True)
+    assert tracking.repo_root(temp_copy) == main_repo.resolve()
+
+
+def test_tracking_uri_honours_the_environment(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example.invalid:5000")
+    assert tracking.tracking_uri() == "http://example.invalid:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.tracking_uri().startswith("sqlite:///") and tracking.tracking_uri().endswith("mlflow.db")
+
+
+# ----------------------------------------------------------------------------- clear errors
+def _invoke(repo: Path, *args: str, monkeypatch) -> tuple[int, str]:
+    monkeypatch.chdir(repo)
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def _one_line_error(output: str) -> str:
+    lines = [ln for ln in output.strip().splitlines() if ln.startswith("Error:")]
+    assert len(lines) == 1, output
+    assert "Traceback" not in output
+    return lines[0]
+
+
+def test_unknown_model_lists_the_known_ones(project: Path, monkeypatch):
+    set_params(project, model="nope")
+    code, out = _invoke(project, "train", monkeypatch=monkeypatch)
+    line = _one_line_error(out)
+    assert code == 2 and "unknown model 'nope'" in line and "pixelcnn" in line and "dcgan" in line
+
+
+def test_negative_learning_rate_fails_before_training(project: Path, monkeypatch):
+    set_params(project, vae={"lr": -0.1}, model="vae")
+    code, out = _invoke(project, "train", monkeypatch=monkeypatch)
+    assert code == 2 and "vae.lr=-0.1 must be > 0" in _one_line_error(out)
+    assert not (project / "mlflow.db").exists()  # nothing started
+
+
+def test_unknown_data_set_names_the_allowed_ones(project: Path, monkeypatch):
+    set_params(project, data={"name": "imagenet"})
+    code, out = _invoke(project, "prepare", monkeypatch=monkeypatch)
+    line = _one_line_error(out)
+    assert code == 2 and "imagenet" in line and "mnist" in line and "digits" in line
+
+
+def test_image_size_the_model_cannot_take_fails_before_training(project: Path, monkeypatch):
+    set_params(project, model="dcgan", data={"image_size": 12})
+    code, out = _invoke(project, "prepare", monkeypatch=monkeypatch)
+    assert code == 0, out
+    code, out = _invoke(project, "train", monkeypatch=monkeypatch)
+    line = _one_line_error(out)
+    assert code == 2 and "12x12" in line and "32x32" in line
+    assert not (project / "runs" / "model.pt").exists()
+
+
+def test_missing_data_set_says_where_to_put_the_files(project: Path, monkeypatch):
+    set_params(project, data={"name": "mnist", "root": str(project / "nowhere")})
+    monkeypatch.setenv("NO_PROXY", "*")
+    code, out = _invoke(project, "prepare", monkeypatch=monkeypatch)
+    line = _one_line_error(out)
+    assert code == 2 and "MNIST/raw" in line and "nowhere" in line
+
+
+def test_corrupt_checkpoint_is_a_clear_error(project: Path, monkeypatch):
+    (project / "runs").mkdir(exist_ok=True)
+    (project / "runs" / "model.pt").write_bytes(b"not a checkpoint")
+    code, out = _invoke(project, "sample", monkeypatch=monkeypatch)
+    line = _one_line_error(out)
+    assert code == 2 and "corrupt" in line and "model.pt" in line
+
+
+def test_bad_param_type_is_a_clear_error(project: Path, monkeypatch):
+    set_params(project, pixelcnn={"layers": "many"})
+    code, out = _invoke(project, "train", monkeypatch=monkeypatch)
+    assert code == 2 and "pixelcnn.layers='many' must be an integer" in _one_line_error(out)
