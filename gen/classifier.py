@@ -85,7 +85,10 @@ def train_classifier(
 @torch.no_grad()
 def predict(model: Classifier, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     device = next(model.parameters()).device
-    out = [model(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
+    out = [
+        model(x[i : i + batch_size].to(device)).argmax(1).cpu()
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
@@ -117,5 +120,7 @@ def load_classifier(path, device: torch.device | str = "cpu") -> Classifier:
         model = Classifier(ckpt["channels"], ckpt["levels"], ckpt["n_classes"], ckpt["features"])
         model.load_state_dict(ckpt["state_dict"])
     except Exception as exc:
-        raise CheckpointError(f"classifier '{path}' is corrupt or unreadable ({type(exc).__name__})") from None
+        raise CheckpointError(
+            f"classifier '{path}' is corrupt or unreadable ({type(exc).__name__})"
+        ) from None
     return model.to(device).eval()

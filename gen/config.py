@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 
 class ConfigError(ValueError):
-    """A bad value in params.yaml; the message is one line that names the key and what is allowed."""
+    """A bad value in params.yaml; a one-line message naming the key and what is allowed."""
 
 
 T = TypeVar("T")
@@ -66,9 +66,10 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
 
 def from_dict(cls: type[T], section: str, values: dict[str, Any] | None) -> T:
     """Build dataclass `cls` from a params section; unknown keys and bad types fail loudly."""
-    values = dict(values or {})
+    if values is None:
+        values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"params section '{section}' must be a mapping")
+        raise ConfigError(f"params section '{section}' must be a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(values) - fields)

@@ -137,7 +137,7 @@ def _digits(cfg: DataConfig, seed: int) -> Split:
 
 # ---------------------------------------------------------------------------------- mixture
 def mixture_templates(sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pixel categoricals for each digit class: log-probabilities (K, H*W, levels) and log weights.
+    """Per-pixel categoricals per digit class: log-probs (K, H*W, levels) and log weights.
 
     Template k puts mass on intensities near the class-k mean image, a discretised Gaussian of
     width `sigma` levels. A mixture of these has an exactly computable likelihood.
@@ -154,7 +154,9 @@ def mixture_templates(sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
     return log_probs, log_weights
 
 
-def mixture_log_prob(x: torch.Tensor, log_probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
+def mixture_log_prob(
+    x: torch.Tensor, log_probs: torch.Tensor, log_weights: torch.Tensor
+) -> torch.Tensor:
     """Exact log p(x) in nats for images x (N, 1, 8, 8) under the template mixture."""
     flat = x.reshape(len(x), -1).long()  # (N, D)
     # per component: sum over pixels of log p_k(x_d)
@@ -187,8 +189,11 @@ def _mixture(cfg: DataConfig, seed: int) -> Split:
 
 # ------------------------------------------------------------------------------ torchvision
 _TV = {
-    "mnist": ("MNIST", "MNIST/raw: train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-              "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"),
+    "mnist": (
+        "MNIST",
+        "MNIST/raw: train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte",
+    ),
     "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw: the four *-idx?-ubyte files"),
     "cifar10": ("CIFAR10", "cifar-10-batches-py/ (extracted cifar-10-python.tar.gz)"),
 }
@@ -236,7 +241,7 @@ def _image_folder(cfg: DataConfig, seed: int) -> Split:
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts)
     if len(files) < 2:
         raise DataError(f"image folder '{root}' holds {len(files)} images; it needs at least 2")
-    # Class = first sub-folder under root (torchvision ImageFolder layout); flat folders are class 0.
+    # Class = first sub-folder under root (ImageFolder layout); flat folders are class 0.
     classes = sorted({p.relative_to(root).parts[0] for p in files if p.parent != root})
     size = cfg.image_size or 32
     mode = "L" if cfg.channels == 1 else "RGB"
@@ -253,7 +258,9 @@ def _image_folder(cfg: DataConfig, seed: int) -> Split:
     x = torch.from_numpy(np.stack(xs))
     y = torch.tensor(ys, dtype=torch.long)
     tr, te = train_test_split(np.arange(len(x)), test_size=cfg.test_fraction, random_state=0)
-    meta = DataMeta("image_folder", x.shape[1], size, size, levels=256, n_classes=max(1, len(classes)))
+    meta = DataMeta(
+        "image_folder", x.shape[1], size, size, levels=256, n_classes=max(1, len(classes))
+    )
     return Split(x[tr], y[tr], x[te], y[te], meta)
 
 

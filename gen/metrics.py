@@ -1,4 +1,4 @@
-"""Metrics as plain functions: likelihoods in bits/dim, and sample quality through torch-fidelity."""
+"""Metrics as plain functions: bits/dim, and sample quality through torch-fidelity."""
 
 from __future__ import annotations
 
@@ -72,7 +72,9 @@ def _register_classifier_extractor() -> None:
             from gen.classifier import load_classifier
 
             if feature_extractor_weights_path is None:
-                raise MetricError("the classifier feature extractor needs the classifier checkpoint")
+                raise MetricError(
+                    "the classifier feature extractor needs the classifier checkpoint"
+                )
             self.net = load_classifier(feature_extractor_weights_path)
 
         @staticmethod
@@ -128,7 +130,9 @@ def sample_quality(
     elif extractor == INCEPTION_EXTRACTOR:
         name, a, b = INCEPTION_EXTRACTOR, to_rgb8(samples, levels), to_rgb8(reference, levels)
     else:
-        raise MetricError(f"unknown feature extractor '{extractor}'; known: classifier, {INCEPTION_EXTRACTOR}")
+        raise MetricError(
+            f"unknown feature extractor '{extractor}'; known: classifier, {INCEPTION_EXTRACTOR}"
+        )
     subset = max(2, min(kid_subset_size, len(a), len(b)))
     try:
         out = torch_fidelity.calculate_metrics(
@@ -153,7 +157,8 @@ def sample_quality(
         if extractor == INCEPTION_EXTRACTOR:
             raise MetricError(
                 f"Inception features unavailable ({type(exc).__name__}: {str(exc)[:120]}); set "
-                "eval.inception_weights to a local weights file or use eval.feature_extractor: classifier"
+                "eval.inception_weights to a local weights file or use "
+                "eval.feature_extractor: classifier"
             ) from None
         raise
     return {

@@ -24,7 +24,9 @@ def grid_array(x: torch.Tensor, levels: int, nrow: int | None = None, pad: int =
     return canvas[0] if c == 1 else canvas.transpose(1, 2, 0)
 
 
-def save_grid(x: torch.Tensor, levels: int, path: Path, nrow: int | None = None, scale: int = 4) -> Path:
+def save_grid(
+    x: torch.Tensor, levels: int, path: Path, nrow: int | None = None, scale: int = 4
+) -> Path:
     """Save a grid of images as a PNG, upscaled by `scale` with nearest neighbour (tiny images)."""
     from PIL import Image
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -58,12 +59,28 @@ def progress_enabled() -> bool:
     return os.environ.get("CI", "").lower() not in ("1", "true", "yes")
 
 
-def _batches(x: torch.Tensor, batch_size: int, g: torch.Generator):
-    """Endless shuffled batches drawn with generator `g` (its state is saved for resume)."""
-    while True:
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x) - batch_size + 1, batch_size):
-            yield x[perm[i : i + batch_size]]
+class Batches:
+    """Endless shuffled batches; `state()` holds the epoch's order and position, so a resumed
+    run continues mid-epoch with exactly the batches an uninterrupted run would have seen."""
+
+    def __init__(self, x: torch.Tensor, batch_size: int, seed: int) -> None:
+        self.x, self.batch_size = x, min(batch_size, len(x))
+        self.g = torch.Generator().manual_seed(seed)
+        self.perm, self.pos = torch.randperm(len(x), generator=self.g), 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch_size > len(self.x):
+            self.perm, self.pos = torch.randperm(len(self.x), generator=self.g), 0
+        idx = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return self.x[idx]
+
+    def state(self) -> dict[str, Any]:
+        return {"rng": self.g.get_state(), "perm": self.perm, "pos": self.pos}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.g.set_state(state["rng"])
+        self.perm, self.pos = state["perm"], state["pos"]
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -81,14 +98,20 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint '{path}' is corrupt or unreadable ({type(exc).__name__})") from None
-    missing = {"name", "config", "meta", "state_dict"} - set(ckpt) if isinstance(ckpt, dict) else {"all"}
+        raise CheckpointError(
+            f"checkpoint '{path}' is corrupt or unreadable ({type(exc).__name__})"
+        ) from None
+    missing = (
+        {"name", "config", "meta", "state_dict"} - set(ckpt) if isinstance(ckpt, dict) else {"all"}
+    )
     if missing:
         raise CheckpointError(f"checkpoint '{path}' lacks {', '.join(sorted(missing))}")
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu") -> GenerativeModel:
+def model_from_checkpoint(
+    ckpt: dict[str, Any], device: torch.device | str = "cpu"
+) -> GenerativeModel:
     """Rebuild a model from the checkpoint alone: its name, config and data metadata."""
     from gen.registry import build
 
@@ -96,6 +119,16 @@ def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cp
     model = build(ckpt["name"], ckpt["config"], meta)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval()
+
+
+def _same_run(ckpt: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """A checkpoint continues this run if all but `steps` match: raising `steps` trains on."""
+
+    def strip(cfg: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in cfg.items() if k != "steps"}
+
+    same = all(ckpt.get(k) == v for k, v in identity.items() if k != "config")
+    return same and strip(ckpt.get("config", {})) == strip(identity["config"])
 
 
 def train(
@@ -126,19 +159,33 @@ def train(
         )
         for phase, params in groups.items()
     }
-    g = torch.Generator().manual_seed(seed)
-    result = TrainResult(steps=0, seconds=fit_seconds, images_seen=0 if model.phases else len(train_x))
-    identity = {"name": model.name, "config": as_dict(cfg), "meta": model.meta.__dict__, "seed": seed}
+    batches = Batches(train_x, cfg.batch_size, seed)
+    result = TrainResult(
+        steps=0, seconds=fit_seconds, images_seen=0 if model.phases else len(train_x)
+    )
+    identity = {
+        "name": model.name,
+        "config": as_dict(cfg),
+        "meta": model.meta.__dict__,
+        "seed": seed,
+    }
 
     if checkpoint is not None and Path(checkpoint).exists():
         ckpt = load_checkpoint(checkpoint)
-        if all(ckpt.get(k) == v for k, v in identity.items()):
+        if _same_run(ckpt, identity):
             model.load_state_dict(ckpt["state_dict"])
             for phase, state in ckpt.get("optimisers", {}).items():
                 optimisers[phase].load_state_dict(state)
-            g.set_state(ckpt["data_rng"])
+            batches.load_state(ckpt["batches"])
             torch.set_rng_state(ckpt["torch_rng"])
-            result = TrainResult(ckpt["step"], ckpt["seconds"], ckpt["images_seen"], ckpt["history"])
+            result = TrainResult(
+                ckpt["step"], ckpt["seconds"], ckpt["images_seen"], ckpt["history"]
+            )
+        else:
+            warnings.warn(
+                f"checkpoint '{checkpoint}' is another configuration; training from scratch",
+                stacklevel=2,
+            )
 
     def snapshot() -> dict[str, Any]:
         return {
@@ -149,7 +196,7 @@ def train(
             "seconds": result.seconds,
             "images_seen": result.images_seen,
             "history": result.history,
-            "data_rng": g.get_state(),
+            "batches": batches.state(),
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -157,20 +204,24 @@ def train(
     autocast = (
         torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
     )
-    batches = _batches(train_x, min(cfg.batch_size, len(train_x)), g)
     steps_left = cfg.steps - result.steps if model.phases else 0
     show = progress_enabled() if progress is None else progress
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.steps, initial=result.steps, disable=not show or steps_left <= 0,
-               desc=f"train {model.name}", dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=result.steps,
+        disable=not show or steps_left <= 0,
+        desc=f"train {model.name}",
+        dynamic_ncols=True,
+    )
     model.train()
     running: dict[str, float] = {}
     count = 0
     for _ in range(max(steps_left, 0)):
         t0 = time.perf_counter()
         for phase in model.phases:
-            x = next(batches).to(device, non_blocking=True)
+            x = batches.next().to(device, non_blocking=True)
             model.zero_grad(set_to_none=True)
             with autocast:
                 terms = model.loss(x, phase)

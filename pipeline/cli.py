@@ -40,7 +40,11 @@ def _print(result: dict) -> None:
 
 
 params_option = click.option(
-    "--params", "params_path", default="params.yaml", show_default=True, type=click.Path(),
+    "--params",
+    "params_path",
+    default="params.yaml",
+    show_default=True,
+    type=click.Path(),
     help="params file to read",
 )
 
@@ -119,16 +123,19 @@ def _tool_env() -> dict[str, str]:
 
 
 def _dvc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dvc", *args], env=_tool_env(), check=False
-    )
+    return subprocess.run([sys.executable, "-m", "dvc", *args], env=_tool_env(), check=False)
 
 
 @main.command("benchmark")
 @params_option
 @click.option("--models", default=None, help="comma-separated models (default: benchmark.models)")
-@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="parallel experiments through DVC's queue (experimental in DVC)")
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="parallel experiments through DVC's queue (experimental in DVC)",
+)
 @user_errors
 def benchmark(params_path: str, models: str | None, jobs: int) -> None:
     """Run one DVC experiment per model (`dvc exp run -S model=NAME`), then write the report."""
@@ -140,7 +147,9 @@ def benchmark(params_path: str, models: str | None, jobs: int) -> None:
     for name in names:
         model_class(name)  # unknown names fail before anything runs
     if not Path(".dvc").is_dir():
-        raise click.UsageError("not a DVC repository: run `genbench benchmark` from the repository root")
+        raise click.UsageError(
+            "not a DVC repository: run `genbench benchmark` from the repository root"
+        )
     path = Path(params_path)
     original = path.read_text()
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -153,7 +162,9 @@ def benchmark(params_path: str, models: str | None, jobs: int) -> None:
                     failed.append(name)
         else:
             for name in names:
-                if _dvc("exp", "run", "--queue", "-S", f"model={name}", "-n", f"{name}-{stamp}").returncode:
+                if _dvc(
+                    "exp", "run", "--queue", "-S", f"model={name}", "-n", f"{name}-{stamp}"
+                ).returncode:
                     failed.append(name)
             if _dvc("exp", "run", "--run-all", "--jobs", str(jobs)).returncode:
                 failed.append("queue")
@@ -162,7 +173,9 @@ def benchmark(params_path: str, models: str | None, jobs: int) -> None:
     md, page = build_report(dataset_id(p.data), Path("reports"), names)
     click.echo(f"wrote {md} and {page}")
     if failed:
-        raise click.ClickException(f"experiments failed for: {', '.join(failed)} (see output above)")
+        raise click.ClickException(
+            f"experiments failed for: {', '.join(failed)} (see output above)"
+        )
 
 
 if __name__ == "__main__":

@@ -83,14 +83,21 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"params file '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(
+            f"params file '{path}' is not valid YAML: {str(exc).splitlines()[0]}"
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"params file '{path}' must be a mapping of sections")
     model = raw.get("model")
-    require(isinstance(model, str), f"params 'model' must be a model name; known: {', '.join(MODELS)}")
+    require(
+        isinstance(model, str), f"params 'model' must be a model name; known: {', '.join(MODELS)}"
+    )
     cls = model_class(model)
     seed = raw.get("seed", 0)
-    require(isinstance(seed, int) and not isinstance(seed, bool), f"params 'seed'={seed!r} must be an integer")
+    require(
+        isinstance(seed, int) and not isinstance(seed, bool),
+        f"params 'seed'={seed!r} must be an integer",
+    )
     params = Params(
         raw=raw,
         model=model,

@@ -48,13 +48,18 @@ def collect(dataset: str, models: list[str] | None = None) -> pd.DataFrame:
         }
         for _, key, _ in COLUMNS:
             value = r.get(f"metrics.{key}")
-            row[key] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+            row[key] = (
+                None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+            )
         row["exact_test_bpd"] = r.get("metrics.exact_test_bpd")
         rows.append(row)
     df = pd.DataFrame(rows)
     order = {m: i for i, m in enumerate(models or [])}
     fam = {f: i for i, f in enumerate(FAMILY_ORDER)}
-    df["_o"] = [(order.get(m, len(order)), fam.get(f, 9), m) for m, f in zip(df.model, df.family, strict=True)]
+    df["_o"] = [
+        (order.get(m, len(order)), fam.get(f, 9), m)
+        for m, f in zip(df.model, df.family, strict=True)
+    ]
     return df.sort_values("_o").drop(columns="_o").reset_index(drop=True)
 
 
@@ -65,7 +70,9 @@ def fmt(value: Any, pattern: str) -> str:
 
 
 def _table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    head = ["model", "family"] + [c for c, _, _ in COLUMNS] + ["features", "commit", "DVC exp", "run"]
+    head = (
+        ["model", "family"] + [c for c, _, _ in COLUMNS] + ["features", "commit", "DVC exp", "run"]
+    )
     body = []
     for _, r in df.iterrows():
         cells = [r.model, r.family]
@@ -176,10 +183,10 @@ def build_report(
 def _notes(df: pd.DataFrame) -> list[str]:
     notes = [
         "bits/dim: exact -log2 p(x) per dimension on the test split where the model has it; for "
-        "latent-variable models the importance-weighted (IWAE) bound, an upper bound on the true value.",
+        "latent-variable models the importance-weighted (IWAE) bound, an upper bound on it.",
         "FID / IS / KID / precision / recall: samples against the test split, computed by "
         "torch-fidelity with the feature extractor named in brackets.",
-        "n/a: the model has no such quantity (a GAN has no likelihood); nothing is estimated in its place.",
+        "n/a: the model has no such quantity (a GAN has no likelihood); nothing stands in for it.",
     ]
     if not df.empty and df["exact_test_bpd"].notna().any():
         exact = float(df["exact_test_bpd"].dropna().iloc[0])
@@ -201,7 +208,12 @@ def _markdown(dataset, now, head, body, notes, figures, samples, out_dir: Path) 
     if samples:
         lines += ["## samples", ""]
         for model, p in samples:
-            lines += [f"### {model}", "", f"![{model} samples]({p.relative_to(out_dir).as_posix()})", ""]
+            lines += [
+                f"### {model}",
+                "",
+                f"![{model} samples]({p.relative_to(out_dir).as_posix()})",
+                "",
+            ]
     return "\n".join(lines)
 
 
@@ -223,7 +235,9 @@ def _html(dataset, now, head, body, notes, figures, samples) -> str:
         f"<h1>genbench report: {e(dataset)}</h1><p>Generated {e(now)} from the MLflow store.</p>",
     ]
     if not body:
-        parts.append("<p>No finished runs for this data set yet: run <code>genbench benchmark</code>.</p>")
+        parts.append(
+            "<p>No finished runs for this data set yet: run <code>genbench benchmark</code>.</p>"
+        )
     else:
         parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
         for row in body:
@@ -234,7 +248,9 @@ def _html(dataset, now, head, body, notes, figures, samples) -> str:
         if samples:
             parts.append("<h2>samples</h2><div class='samples'>")
             for model, p in samples:
-                parts.append(f"<figure>{_img(p, model)}<figcaption>{e(model)}</figcaption></figure>")
+                parts.append(
+                    f"<figure>{_img(p, model)}<figcaption>{e(model)}</figcaption></figure>"
+                )
             parts.append("</div>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -35,8 +35,19 @@ METRICS = Path("metrics.json")
 WIP = RUNS / "wip"  # resumable checkpoints; not a DVC output, so DVC never deletes them
 
 METRIC_KEYS = (
-    "model", "dataset", "bpd", "elbo_bpd", "fid", "is_mean", "is_std", "kid_mean", "precision",
-    "recall", "train_seconds", "sample_images_per_s", "params",
+    "model",
+    "dataset",
+    "bpd",
+    "elbo_bpd",
+    "fid",
+    "is_mean",
+    "is_std",
+    "kid_mean",
+    "precision",
+    "recall",
+    "train_seconds",
+    "sample_images_per_s",
+    "params",
 )
 
 
@@ -60,8 +71,13 @@ def train_classifier(p: Params) -> dict[str, Any]:
     device = pick_device(p.train.device)
     t0 = time.perf_counter()
     net = clf.train_classifier(
-        split.train_x, split.train_y, split.meta.levels, split.meta.n_classes, p.classifier,
-        seed=p.seed, device=device,
+        split.train_x,
+        split.train_y,
+        split.meta.levels,
+        split.meta.n_classes,
+        p.classifier,
+        seed=p.seed,
+        device=device,
     )
     net = net.cpu()
     RUNS.mkdir(exist_ok=True)
@@ -77,8 +93,11 @@ def train_classifier(p: Params) -> dict[str, Any]:
 
 def _run_params(p: Params) -> dict[str, Any]:
     return {
-        "model": p.model, "seed": p.seed, "data": p.raw.get("data", {}),
-        "train": p.raw.get("train", {}), p.model: p.model_section(),
+        "model": p.model,
+        "seed": p.seed,
+        "data": p.raw.get("data", {}),
+        "train": p.raw.get("train", {}),
+        p.model: p.model_section(),
     }
 
 
@@ -96,8 +115,14 @@ def train_model(p: Params) -> dict[str, Any]:
 
     try:
         result = train(
-            model, split.train_x, seed=p.seed, device=device, callback=log, checkpoint=wip,
-            checkpoint_every=p.train.checkpoint_every, log_every=p.train.log_every,
+            model,
+            split.train_x,
+            seed=p.seed,
+            device=device,
+            callback=log,
+            checkpoint=wip,
+            checkpoint_every=p.train.checkpoint_every,
+            log_every=p.train.log_every,
             precision=p.train.precision,
         )
     except BaseException:
@@ -162,7 +187,9 @@ def evaluate(p: Params) -> dict[str, Any]:
     out: dict[str, Any] = {k: None for k in METRIC_KEYS}
     out.update(model=ckpt["name"], dataset=dataset_id(p.data), params=count_params(model))
     out["train_seconds"] = ckpt.get("seconds")
-    out["train_images_per_s"] = ckpt["images_seen"] / ckpt["seconds"] if ckpt.get("seconds") else None
+    out["train_images_per_s"] = (
+        ckpt["images_seen"] / ckpt["seconds"] if ckpt.get("seconds") else None
+    )
     if hasattr(model, "log_prob"):
         out["bpd"] = M.dataset_bpd(model.log_prob, test, bs, device)
         out["bpd_kind"] = "exact"
@@ -186,11 +213,14 @@ def evaluate(p: Params) -> dict[str, Any]:
         out.update(json.loads(CLASSIFIER_METRICS.read_text()))
     out["sample_images_per_s"] = json.loads(SAMPLE_INFO.read_text())["sample_images_per_s"]
     write_json(METRICS, out)
-    numbers = {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numbers = {
+        k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     tracking.log_metrics(run_id, numbers)
-    tracking.set_tags(run_id, {"feature_extractor": extractor, "bpd_kind": str(out.get("bpd_kind") or "n/a")})
+    tracking.set_tags(
+        run_id, {"feature_extractor": extractor, "bpd_kind": str(out.get("bpd_kind") or "n/a")}
+    )
     tracking.log_artifact(run_id, METRICS)
     tracking.log_artifact(run_id, CHECKPOINT, "checkpoint")
     tracking.finish(run_id, "FINISHED")
     return out
-

@@ -118,9 +118,9 @@ def run_exists(run_id: str) -> bool:
 
 
 def log_metrics(run_id: str, metrics: dict[str, float | None], step: int = 0) -> None:
-    from mlflow.entities import Metric
-
     import time
+
+    from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     rows = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
@@ -175,6 +175,10 @@ def download_artifact(run_id: str, path: str, dst: Path) -> Path | None:
     _client()
     dst.mkdir(parents=True, exist_ok=True)
     try:
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=path, dst_path=str(dst)
+            )
+        )
     except Exception:
         return None

@@ -93,11 +93,6 @@ def test_classifier_section_is_validated():
     assert "classifier.epochs" in config_error(ClassifierConfig, "classifier", {"epochs": 0})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: from_dict calls dict(values) before its isinstance check, so a non-mapping "
-    "section raises TypeError/ValueError (or a list of pairs is accepted) instead of ConfigError",
-)
 @pytest.mark.parametrize("values", [5, "digits", ["name"], [["name", "digits"]]])
 def test_a_section_that_is_not_a_mapping_is_a_config_error(values):
     assert "'data'" in config_error(DataConfig, "data", values)

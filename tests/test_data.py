@@ -126,7 +126,9 @@ def test_mixture_is_a_function_of_its_params_not_the_seed(mixture):
 def test_mixture_templates_are_normalised_categoricals():
     log_probs, log_weights = mixture_templates(1.5)
     assert log_probs.shape == (10, 64, 17)
-    assert torch.allclose(log_probs.logsumexp(-1), torch.zeros(10, 64, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(
+        log_probs.logsumexp(-1), torch.zeros(10, 64, dtype=torch.float64), atol=1e-12
+    )
     assert float(log_weights.logsumexp(0)) == pytest.approx(0.0, abs=1e-12)
 
 

@@ -16,8 +16,19 @@ from pipeline.cli import main
 
 DVC = [sys.executable, "-m", "dvc"]
 METRIC_KEYS = {
-    "model", "dataset", "bpd", "elbo_bpd", "fid", "is_mean", "is_std", "kid_mean", "precision",
-    "recall", "train_seconds", "sample_images_per_s", "params",
+    "model",
+    "dataset",
+    "bpd",
+    "elbo_bpd",
+    "fid",
+    "is_mean",
+    "is_std",
+    "kid_mean",
+    "precision",
+    "recall",
+    "train_seconds",
+    "sample_images_per_s",
+    "params",
 }
 
 
@@ -89,7 +100,9 @@ def test_tracking_uri_honours_the_environment(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example.invalid:5000")
     assert tracking.tracking_uri() == "http://example.invalid:5000"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert tracking.tracking_uri().startswith("sqlite:///") and tracking.tracking_uri().endswith("mlflow.db")
+    assert tracking.tracking_uri().startswith("sqlite:///") and tracking.tracking_uri().endswith(
+        "mlflow.db"
+    )
 
 
 # ----------------------------------------------------------------------------- clear errors

@@ -61,7 +61,9 @@ def kill_at(step: int):
 def test_train_logs_every_n_steps_and_the_last_step_through_the_callback():
     model = pixelcnn(steps=7)
     rows: list[tuple[int, dict[str, float]]] = []
-    result = train(model, data(32), log_every=3, progress=False, callback=lambda s, r: rows.append((s, r)))
+    result = train(
+        model, data(32), log_every=3, progress=False, callback=lambda s, r: rows.append((s, r))
+    )
     assert [s for s, _ in rows] == [3, 6, 7]
     assert set(rows[0][1]) == {"model/loss", "model/bpd"}
     assert [h["step"] for h in result.history] == [3, 6, 7]
@@ -125,14 +127,28 @@ def test_training_resumes_after_a_kill_at_an_epoch_boundary_bit_identically(tmp_
     x = data(80)  # batch 16: 5 batches per epoch; checkpoint at step 10 = end of epoch 2
     path = tmp_path / "model.pt"
     with pytest.raises(Killed):
-        train(pixelcnn(steps=20), x, checkpoint=path, checkpoint_every=10, log_every=5,
-              callback=kill_at(15), progress=False)
+        train(
+            pixelcnn(steps=20),
+            x,
+            checkpoint=path,
+            checkpoint_every=10,
+            log_every=5,
+            callback=kill_at(15),
+            progress=False,
+        )
     assert load_checkpoint(path)["step"] == 10
 
     logged: list[int] = []
     resumed = pixelcnn(steps=20)
-    result = train(resumed, x, checkpoint=path, checkpoint_every=10, log_every=5,
-                   callback=lambda s, r: logged.append(s), progress=False)
+    result = train(
+        resumed,
+        x,
+        checkpoint=path,
+        checkpoint_every=10,
+        log_every=5,
+        callback=lambda s, r: logged.append(s),
+        progress=False,
+    )
     assert logged == [15, 20], "resumed runs start after the checkpoint's step"
     assert [h["step"] for h in result.history] == [5, 10, 15, 20], "history continues"
     assert result.images_seen == 20 * 16
@@ -142,18 +158,19 @@ def test_training_resumes_after_a_kill_at_an_epoch_boundary_bit_identically(tmp_
     assert same_state(resumed, straight)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _batches draws an epoch's permutation up front; the checkpoint saves the data "
-    "generator's state after that draw, so a resume mid-epoch starts a new permutation and "
-    "feeds different batches than an uninterrupted run",
-)
 def test_training_resumes_after_a_kill_mid_epoch_bit_identically(tmp_path):
     x = data(80)  # 5 batches per epoch; checkpoint at step 8 is mid-epoch
     path = tmp_path / "model.pt"
     with pytest.raises(Killed):
-        train(pixelcnn(steps=20), x, checkpoint=path, checkpoint_every=8, log_every=5,
-              callback=kill_at(10), progress=False)
+        train(
+            pixelcnn(steps=20),
+            x,
+            checkpoint=path,
+            checkpoint_every=8,
+            log_every=5,
+            callback=kill_at(10),
+            progress=False,
+        )
     assert load_checkpoint(path)["step"] == 8
 
     resumed = pixelcnn(steps=20)
@@ -164,11 +181,6 @@ def test_training_resumes_after_a_kill_mid_epoch_bit_identically(tmp_path):
     assert same_state(resumed, straight)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the resume identity compares the whole config, steps included, so raising "
-    "`steps` silently ignores the checkpoint, retrains from step 0 and overwrites it",
-)
 def test_raising_steps_continues_from_the_checkpoint(tmp_path):
     x = data(80)  # 20 steps = 4 whole epochs, so the data order cannot differ either
     path = tmp_path / "model.pt"
@@ -177,8 +189,14 @@ def test_raising_steps_continues_from_the_checkpoint(tmp_path):
 
     logged: list[int] = []
     continued = pixelcnn(steps=40)
-    result = train(continued, x, checkpoint=path, log_every=5,
-                   callback=lambda s, r: logged.append(s), progress=False)
+    result = train(
+        continued,
+        x,
+        checkpoint=path,
+        log_every=5,
+        callback=lambda s, r: logged.append(s),
+        progress=False,
+    )
     assert logged[0] == 25, "training continues at step 20"
     assert [h["step"] for h in result.history] == list(range(5, 45, 5))
 
@@ -191,8 +209,15 @@ def test_a_checkpoint_of_another_seed_is_not_resumed(tmp_path):
     path = tmp_path / "model.pt"
     train(pixelcnn(steps=5), data(32), seed=0, checkpoint=path, progress=False)
     logged: list[int] = []
-    train(pixelcnn(steps=5), data(32), seed=1, checkpoint=path, log_every=1,
-          callback=lambda s, r: logged.append(s), progress=False)
+    train(
+        pixelcnn(steps=5),
+        data(32),
+        seed=1,
+        checkpoint=path,
+        log_every=1,
+        callback=lambda s, r: logged.append(s),
+        progress=False,
+    )
     assert logged == [1, 2, 3, 4, 5]
     assert load_checkpoint(path)["seed"] == 1
 

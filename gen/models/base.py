@@ -28,7 +28,9 @@ class ModelConfig:
         require(self.steps >= 0, f"{section}.steps={self.steps} must be >= 0")
         require(self.batch_size > 0, f"{section}.batch_size={self.batch_size} must be > 0")
         require(self.lr > 0, f"{section}.lr={self.lr} must be > 0")
-        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"{section}.beta1/beta2 must be in [0, 1)")
+        require(
+            0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"{section}.beta1/beta2 must be in [0, 1)"
+        )
         require(self.weight_decay >= 0, f"{section}.weight_decay must be >= 0")
         require(self.grad_clip >= 0, f"{section}.grad_clip must be >= 0")
 
@@ -82,6 +84,8 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Gaussian noise drawn on CPU from `generator` (so seeds give the same samples on any device)."""
+def randn(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """Gaussian noise drawn on CPU from `generator`: seeds give the same samples on any device."""
     return torch.randn(shape, generator=generator).to(device)

@@ -1,4 +1,4 @@
-"""GAN family: DCGAN (Radford et al., 2016) with the seeds' choice of generator loss and k D steps."""
+"""GAN family: DCGAN (Radford et al., 2016), the seeds' two generator losses and k D steps."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ class AdversarialModel(GenerativeModel):
 
 
 class DCGAN(AdversarialModel):
-    """Transposed-convolution generator and strided-convolution discriminator, sized from the image."""
+    """Transposed-conv generator and strided-conv discriminator, sized from the image."""
 
     name = "dcgan"
 

@@ -1,4 +1,4 @@
-"""PixelCNN (van den Oord et al., 2016): masked convolutions, a categorical per pixel and channel."""
+"""PixelCNN (van den Oord et al., 2016): masked convolutions, a categorical per subpixel."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Variational autoencoder (Kingma & Welling, 2014) with a discrete decoder over the data's levels."""
+"""Variational autoencoder (Kingma & Welling, 2014) with a decoder over the data's levels."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def iwae_bound(self, x: torch.Tensor, k: int, chunk: int = 64) -> torch.Tensor:
-        """Importance-weighted bound (Burda et al., 2016) with `k` samples: tighter than the ELBO."""
+        """Importance-weighted bound (Burda et al., 2016), `k` samples: tighter than the ELBO."""
         mu, logvar = self.encode(x)
         std = (0.5 * logvar).exp()
         log_w = []
