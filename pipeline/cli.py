@@ -126,6 +126,14 @@ def _dvc(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dvc", *args], env=_tool_env(), check=False)
 
 
+def _git_identity() -> bool:
+    def get(key: str) -> str:
+        out = subprocess.run(["git", "config", key], capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    return bool(get("user.name") and get("user.email"))
+
+
 @main.command("benchmark")
 @params_option
 @click.option("--models", default=None, help="comma-separated models (default: benchmark.models)")
@@ -149,6 +157,11 @@ def benchmark(params_path: str, models: str | None, jobs: int) -> None:
     if not Path(".dvc").is_dir():
         raise click.UsageError(
             "not a DVC repository: run `genbench benchmark` from the repository root"
+        )
+    if not _git_identity():
+        raise click.UsageError(
+            "DVC experiments commit to git, which has no identity here: set "
+            "`git config user.name ...` and `git config user.email ...` first"
         )
     path = Path(params_path)
     original = path.read_text()

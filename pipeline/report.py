@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,7 @@ def build_report(
         for _, r in df.iterrows():
             got = tracking.download_artifact(r.run_id, "samples/samples.png", figs / "tmp")
             if got and got.exists():
-                dst = figs / f"samples_{r.model}.png"
+                dst = figs / f"samples_{re.sub(r'[^A-Za-z0-9_.-]', '_', r.model)}.png"
                 got.replace(dst)
                 samples.append((r.model, dst))
         tmp = figs / "tmp"

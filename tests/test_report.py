@@ -1,0 +1,68 @@
+"""The report: built from MLflow runs, one row per model, figures embedded, values escaped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gen.plots import save_grid
+from pipeline import report, tracking
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return tmp_path
+
+
+def finished_run(model: str, family: str, metrics: dict, tmp_path: Path, losses=(3.0, 2.0, 1.5)):
+    run_id = tracking.start_run("digits", model, family, {"model": model, "opt": {"lr": 0.001}})
+    for step, value in enumerate(losses, start=1):
+        tracking.log_metrics(run_id, {"train/model/loss": value}, step * 10)
+    images = torch.randint(0, 17, (4, 1, 8, 8), dtype=torch.uint8)
+    grid = save_grid(images, 17, tmp_path / "samples.png")
+    tracking.log_artifact(run_id, grid, "samples")
+    tracking.log_metrics(run_id, metrics)
+    tracking.set_tags(run_id, {"feature_extractor": "classifier", "bpd_kind": "exact"})
+    tracking.finish(run_id)
+    return run_id
+
+
+def test_report_has_a_row_per_model_with_na_where_a_metric_does_not_apply(store: Path):
+    finished_run("pixelcnn", "autoregressive", {"bpd": 1.9, "fid": 20.0, "params": 1000}, store)
+    finished_run("dcgan", "adversarial", {"fid": 10.0, "params": 5000}, store)
+    md, page = report.build_report("digits", store / "reports", ["pixelcnn", "dcgan"])
+    text = md.read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith(("| pixelcnn", "| dcgan"))]
+    assert len(rows) == 2 and rows[0].startswith("| pixelcnn")  # benchmark order
+    assert "1.900" in rows[0] and "n/a" in rows[1]  # a GAN has no bits/dim
+    assert "20.00 [classifier]" in rows[0]  # the feature extractor stands beside the number
+    for fig in ("bpd.png", "fid.png", "losses.png", "samples_pixelcnn.png", "samples_dcgan.png"):
+        assert (store / "reports" / "figures" / fig).exists(), fig
+    html_text = page.read_text()
+    assert html_text.count("data:image/png;base64,") == 5  # self-contained: no file references
+    assert "figures/" not in html_text
+
+
+def test_report_takes_the_latest_finished_run_of_each_model(store: Path):
+    finished_run("vae", "latent-variable", {"bpd": 2.2}, store)
+    finished_run("vae", "latent-variable", {"bpd": 2.1}, store)
+    unfinished = tracking.start_run("digits", "vae", "latent-variable", {})
+    tracking.log_metrics(unfinished, {"bpd": 9.9})
+    df = report.collect("digits")
+    assert list(df.model) == ["vae"] and df.bpd[0] == pytest.approx(2.1)
+
+
+def test_values_from_params_and_run_names_are_escaped_in_html(store: Path):
+    finished_run("<script>alert(1)</script>", "adversarial", {"fid": 1.0}, store)
+    _, page = report.build_report("digits", store / "reports")
+    text = page.read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text
+
+
+def test_report_without_runs_says_how_to_make_them(store: Path):
+    md, page = report.build_report("digits", store / "reports")
+    assert "genbench benchmark" in md.read_text() and "genbench benchmark" in page.read_text()
