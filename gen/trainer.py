@@ -63,17 +63,17 @@ class Batches:
     """Endless shuffled batches; `state()` holds the epoch's order and position, so a resumed
     run continues mid-epoch with exactly the batches an uninterrupted run would have seen."""
 
-    def __init__(self, x: torch.Tensor, batch_size: int, seed: int) -> None:
-        self.x, self.batch_size = x, min(batch_size, len(x))
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None, batch_size: int, seed: int) -> None:
+        self.x, self.y, self.batch_size = x, y, min(batch_size, len(x))
         self.g = torch.Generator().manual_seed(seed)
         self.perm, self.pos = torch.randperm(len(x), generator=self.g), 0
 
-    def next(self) -> torch.Tensor:
+    def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.pos + self.batch_size > len(self.x):
             self.perm, self.pos = torch.randperm(len(self.x), generator=self.g), 0
         idx = self.perm[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
-        return self.x[idx]
+        return self.x[idx], (None if self.y is None else self.y[idx])
 
     def state(self) -> dict[str, Any]:
         return {"rng": self.g.get_state(), "perm": self.perm, "pos": self.pos}
@@ -134,6 +134,7 @@ def _same_run(ckpt: dict[str, Any], identity: dict[str, Any]) -> bool:
 def train(
     model: GenerativeModel,
     train_x: torch.Tensor,
+    train_y: torch.Tensor | None = None,
     *,
     seed: int = 0,
     device: torch.device | str = "cpu",
@@ -159,7 +160,7 @@ def train(
         )
         for phase, params in groups.items()
     }
-    batches = Batches(train_x, cfg.batch_size, seed)
+    batches = Batches(train_x, train_y, cfg.batch_size, seed)
     result = TrainResult(
         steps=0, seconds=fit_seconds, images_seen=0 if model.phases else len(train_x)
     )
@@ -221,10 +222,12 @@ def train(
     for _ in range(max(steps_left, 0)):
         t0 = time.perf_counter()
         for phase in model.phases:
-            x = batches.next().to(device, non_blocking=True)
+            x, y = batches.next()
+            x = x.to(device, non_blocking=True)
+            y = None if y is None else y.to(device, non_blocking=True)
             model.zero_grad(set_to_none=True)
             with autocast:
-                terms = model.loss(x, phase)
+                terms = model.loss(x, phase, y)
             loss = terms["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -255,6 +258,8 @@ def train(
             save_checkpoint(Path(checkpoint), snapshot())
     bar.close()
     model.eval()
+    with torch.no_grad():
+        model.finish_training(train_x.to(device))
     if checkpoint is not None:
         save_checkpoint(Path(checkpoint), snapshot())
     return result

@@ -117,6 +117,7 @@ def train_model(p: Params) -> dict[str, Any]:
         result = train(
             model,
             split.train_x,
+            split.train_y,
             seed=p.seed,
             device=device,
             callback=log,

@@ -87,7 +87,7 @@ class NaNModel(GenerativeModel):
         super().__init__(ModelConfig(steps=3, batch_size=4), META)
         self.w = torch.nn.Parameter(torch.ones(1))
 
-    def loss(self, x: torch.Tensor, phase: str) -> dict[str, torch.Tensor]:
+    def loss(self, x: torch.Tensor, phase: str, y=None) -> dict[str, torch.Tensor]:
         return {"loss": self.w * float("nan")}
 
 

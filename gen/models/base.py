@@ -57,8 +57,11 @@ class GenerativeModel(nn.Module):
         """Phase name -> the parameters its optimiser updates."""
         return {"model": list(self.parameters())}
 
-    def loss(self, x: torch.Tensor, phase: str) -> dict[str, torch.Tensor]:
-        """Named loss terms for `phase` on uint8 batch `x`; `"loss"` is the one to backpropagate."""
+    def loss(
+        self, x: torch.Tensor, phase: str, y: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Named loss terms for `phase` on uint8 batch `x` (labels `y`, for conditional models);
+        `"loss"` is the one to backpropagate."""
         raise NotImplementedError
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -67,6 +70,9 @@ class GenerativeModel(nn.Module):
 
     def fit_data(self, train_x: torch.Tensor) -> None:
         """Hook run once before gradient steps, for models fitted in closed form (counting)."""
+
+    def finish_training(self, train_x: torch.Tensor) -> None:
+        """Hook run once after the last gradient step (e.g. fit a prior to the training codes)."""
 
     @property
     def device(self) -> torch.device:

@@ -49,7 +49,9 @@ class Baseline(GenerativeModel):
         logits = self.logits.unsqueeze(0).expand(len(x), -1, -1, -1, -1)
         return categorical_log_prob(logits, x.to(self.logits.device))
 
-    def loss(self, x: torch.Tensor, phase: str) -> dict[str, torch.Tensor]:
+    def loss(
+        self, x: torch.Tensor, phase: str, y: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         nll = -self.log_prob(x).mean() / self.meta.dims
         return {"loss": nll}
 

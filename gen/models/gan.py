@@ -64,7 +64,9 @@ class AdversarialModel(GenerativeModel):
         z = randn((n, self.cfg.z_dim), generator, self.device)
         return self.generator_net(z)
 
-    def loss(self, x: torch.Tensor, phase: str) -> dict[str, torch.Tensor]:
+    def loss(
+        self, x: torch.Tensor, phase: str, y: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         n = len(x)
         if phase == "d":
             with torch.no_grad():

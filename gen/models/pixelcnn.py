@@ -82,7 +82,9 @@ class PixelCNN(GenerativeModel):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         return categorical_log_prob(self.logits(x), x)
 
-    def loss(self, x: torch.Tensor, phase: str) -> dict[str, torch.Tensor]:
+    def loss(
+        self, x: torch.Tensor, phase: str, y: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         nll = -self.log_prob(x).mean() / self.meta.dims
         return {"loss": nll, "bpd": nll / torch.log(torch.tensor(2.0))}
 

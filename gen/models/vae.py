@@ -109,7 +109,9 @@ class VAE(GenerativeModel):
             log_w.append(log_px + log_pz - log_qz)
         return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
 
-    def loss(self, x: torch.Tensor, phase: str) -> dict[str, torch.Tensor]:
+    def loss(
+        self, x: torch.Tensor, phase: str, y: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         rec = self.log_px_given_z(self.decode(z), x).mean()
