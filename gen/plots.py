@@ -36,3 +36,34 @@ def save_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+@torch.no_grad()
+def interpolation(model, pairs: int, steps: int, generator: torch.Generator | None = None):
+    """Decode straight lines between pairs of prior samples: rows are pairs, columns are steps."""
+    z = model.sample_latent(2 * pairs, generator=generator)
+    a, b = z[:pairs], z[pairs:]
+    t = torch.linspace(0, 1, steps, device=z.device).view(1, steps, *([1] * (z.dim() - 1)))
+    path = a.unsqueeze(1) * (1 - t) + b.unsqueeze(1) * t  # (pairs, steps, ...)
+    return model.decode_latent(path.reshape(pairs * steps, *z.shape[1:])).cpu()
+
+
+def scatter_codes(codes: torch.Tensor, prior: torch.Tensor, path: Path) -> Path:
+    """First two latent dimensions of the encoder's codes over samples of the prior."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    p, c = prior.reshape(len(prior), -1), codes.reshape(len(codes), -1)
+    ax.scatter(p[:, 0], p[:, 1] if p.shape[1] > 1 else p[:, 0] * 0, s=4, alpha=0.4, label="prior")
+    ax.scatter(c[:, 0], c[:, 1] if c.shape[1] > 1 else c[:, 0] * 0, s=4, alpha=0.6, label="codes")
+    dims = "dims 1-2" if c.shape[1] > 2 else "2-D latent" if c.shape[1] == 2 else "1-D latent"
+    ax.set_title(f"codes vs prior ({dims})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

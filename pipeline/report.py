@@ -23,6 +23,8 @@ COLUMNS = [
     ("KID", "kid_mean", "{:.4f}"),
     ("precision", "precision", "{:.3f}"),
     ("recall", "recall", "{:.3f}"),
+    ("recon err", "reconstruction_error", "{:.3f}"),
+    ("code acc", "code_accuracy", "{:.2f}"),
     ("train s", "train_seconds", "{:.0f}"),
     ("train img/s", "train_images_per_s", "{:.0f}"),
     ("sample img/s", "sample_images_per_s", "{:.0f}"),
@@ -142,17 +144,60 @@ def _curves(df: pd.DataFrame, path: Path) -> Path | None:
 
 
 # ------------------------------------------------------------------------------------ writers
+# Figures a run may carry (MLflow artifact path, caption), in the order they are shown.
+RUN_FIGURES = [
+    ("samples/samples.png", "samples"),
+    ("figures/interpolation.png", "latent interpolation between two samples (rows: pairs)"),
+    ("figures/traversal.png", "traversal (rows: categorical code, columns: continuous code)"),
+    ("figures/codes.png", "codes of the test images against samples of the prior"),
+]
+FAMILY_TITLES = {
+    "baseline": "Baseline",
+    "autoregressive": "Autoregressive models",
+    "latent-variable": "Latent-variable models",
+    "adversarial": "Adversarial models",
+}
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def _run_figures(df: pd.DataFrame, figs: Path) -> dict[str, list[tuple[str, Path]]]:
+    """Download each run's figures into `figs`: model -> [(caption, file)]."""
+    import shutil
+
+    out: dict[str, list[tuple[str, Path]]] = {}
+    tmp = figs / "tmp"
+    for _, r in df.iterrows():
+        found = []
+        for artifact, caption in RUN_FIGURES:
+            got = tracking.download_artifact(r.run_id, artifact, tmp)
+            if got and got.exists():
+                stem = Path(artifact).stem
+                dst = figs / f"{stem}_{_safe(r.model)}.png"
+                got.replace(dst)
+                found.append((caption, dst))
+        out[r.model] = found
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    return out
+
+
 def build_report(
     dataset: str, out_dir: Path = Path("reports"), models: list[str] | None = None
 ) -> tuple[Path, Path]:
     """Write `benchmark.md` (figures beside it) and a self-contained `benchmark.html`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     figs = out_dir / "figures"
+    if figs.exists():
+        for old in figs.glob("*.png"):
+            old.unlink()  # figures of models no longer in the report must not linger
     figs.mkdir(exist_ok=True)
     df = collect(dataset, models)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     figures: list[tuple[str, Path]] = []
-    samples: list[tuple[str, Path]] = []
+    sections: list[tuple[str, list[tuple[str, list[tuple[str, Path]]]]]] = []
     if not df.empty:
         for key, label, name in (("bpd", "bits/dim", "bpd.png"), ("fid", "FID", "fid.png")):
             p = _bar(df, key, label, figs / name)
@@ -161,23 +206,16 @@ def build_report(
         p = _curves(df, figs / "losses.png")
         if p:
             figures.append(("training losses", p))
-        for _, r in df.iterrows():
-            got = tracking.download_artifact(r.run_id, "samples/samples.png", figs / "tmp")
-            if got and got.exists():
-                dst = figs / f"samples_{re.sub(r'[^A-Za-z0-9_.-]', '_', r.model)}.png"
-                got.replace(dst)
-                samples.append((r.model, dst))
-        tmp = figs / "tmp"
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp)
+        per_model = _run_figures(df, figs)
+        for family in dict.fromkeys(df.family):
+            members = [(m, per_model.get(m, [])) for m in df.model[df.family == family]]
+            sections.append((FAMILY_TITLES.get(family, family or "other"), members))
     head, body = _table(df) if not df.empty else ([], [])
     notes = _notes(df)
     md = out_dir / "benchmark.md"
-    md.write_text(_markdown(dataset, now, head, body, notes, figures, samples, out_dir))
+    md.write_text(_markdown(dataset, now, head, body, notes, figures, sections, out_dir))
     page = out_dir / "benchmark.html"
-    page.write_text(_html(dataset, now, head, body, notes, figures, samples))
+    page.write_text(_html(dataset, now, head, body, notes, figures, sections))
     return md, page
 
 
@@ -195,7 +233,7 @@ def _notes(df: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _markdown(dataset, now, head, body, notes, figures, samples, out_dir: Path) -> str:
+def _markdown(dataset, now, head, body, notes, figures, sections, out_dir: Path) -> str:
     lines = [f"# genbench report: {dataset}", "", f"Generated {now} from the MLflow store.", ""]
     if not body:
         lines += ["No finished runs for this data set yet: run `genbench benchmark`.", ""]
@@ -206,15 +244,17 @@ def _markdown(dataset, now, head, body, notes, figures, samples, out_dir: Path) 
     lines += [""] + [f"- {n}" for n in notes] + [""]
     for label, p in figures:
         lines += [f"## {label}", "", f"![{label}]({p.relative_to(out_dir).as_posix()})", ""]
-    if samples:
-        lines += ["## samples", ""]
-        for model, p in samples:
-            lines += [
-                f"### {model}",
-                "",
-                f"![{model} samples]({p.relative_to(out_dir).as_posix()})",
-                "",
-            ]
+    for title, members in sections:
+        lines += [f"## {title}", ""]
+        for model, figs in members:
+            lines += [f"### {model}", ""]
+            for caption, p in figs:
+                lines += [
+                    f"{caption}:",
+                    "",
+                    f"![{model} {caption}]({p.relative_to(out_dir).as_posix()})",
+                    "",
+                ]
     return "\n".join(lines)
 
 
@@ -223,7 +263,7 @@ def _img(p: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _html(dataset, now, head, body, notes, figures, samples) -> str:
+def _html(dataset, now, head, body, notes, figures, sections) -> str:
     e = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -231,8 +271,8 @@ def _html(dataset, now, head, body, notes, figures, samples) -> str:
         "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
         "th{background:#eee}td{text-align:right}td:first-child,td:nth-child(2){text-align:left}"
-        ".samples{display:flex;flex-wrap:wrap;gap:1.5em}figure{margin:0}"
-        "img{image-rendering:pixelated}</style></head><body>",
+        ".figs{display:flex;flex-wrap:wrap;gap:1.5em}figure{margin:0}"
+        "img{image-rendering:pixelated;max-width:100%}</style></head><body>",
         f"<h1>genbench report: {e(dataset)}</h1><p>Generated {e(now)} from the MLflow store.</p>",
     ]
     if not body:
@@ -246,12 +286,15 @@ def _html(dataset, now, head, body, notes, figures, samples) -> str:
         parts.append("</table><ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
         for label, p in figures:
             parts.append(f"<h2>{e(label)}</h2>{_img(p, label)}")
-        if samples:
-            parts.append("<h2>samples</h2><div class='samples'>")
-            for model, p in samples:
-                parts.append(
-                    f"<figure>{_img(p, model)}<figcaption>{e(model)}</figcaption></figure>"
-                )
-            parts.append("</div>")
+        for title, members in sections:
+            parts.append(f"<h2>{e(title)}</h2>")
+            for model, figs in members:
+                parts.append(f"<h3>{e(model)}</h3><div class='figs'>")
+                for caption, p in figs:
+                    parts.append(
+                        f"<figure>{_img(p, f'{model} {caption}')}"
+                        f"<figcaption>{e(caption)}</figcaption></figure>"
+                    )
+                parts.append("</div>")
     parts.append("</body></html>")
     return "\n".join(parts)

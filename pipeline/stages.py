@@ -29,7 +29,8 @@ CLASSIFIER_METRICS = RUNS / "classifier.json"
 CHECKPOINT = RUNS / "model.pt"
 RUN_INFO = RUNS / "run.json"
 SAMPLES = RUNS / "samples.pt"
-SAMPLE_GRID = RUNS / "samples.png"
+FIGURES = RUNS / "figures"
+SAMPLE_GRID = FIGURES / "samples.png"
 SAMPLE_INFO = RUNS / "samples.json"
 METRICS = Path("metrics.json")
 WIP = RUNS / "wip"  # resumable checkpoints; not a DVC output, so DVC never deletes them
@@ -168,12 +169,41 @@ def sample(p: Params) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     x = torch.cat(chunks)
     torch.save(x, SAMPLES)
+    if FIGURES.exists():
+        shutil.rmtree(FIGURES)
     save_grid(x[:100], model.meta.levels, SAMPLE_GRID)
+    extra = model_figures(model, load_split(PREPARED).test_x, FIGURES, p.seed)
     out = {"sample_images_per_s": n / seconds, "sample_seconds": seconds}
     write_json(SAMPLE_INFO, out)
     tracking.log_metrics(run_id, out)
     tracking.log_artifact(run_id, SAMPLE_GRID, "samples")
+    for path in extra:
+        tracking.log_artifact(run_id, path, "figures")
     return out
+
+
+def model_figures(model, test_x: torch.Tensor, folder: Path, seed: int) -> list[Path]:
+    """The figures a model's capabilities allow: latent interpolation, code traversal, codes."""
+    from gen import plots
+
+    made = []
+    levels = model.meta.levels
+    if hasattr(model, "sample_latent") and hasattr(model, "decode_latent"):
+        g = torch.Generator().manual_seed(seed)
+        images = plots.interpolation(model, pairs=6, steps=10, generator=g)
+        made.append(plots.save_grid(images, levels, folder / "interpolation.png", nrow=10))
+    if hasattr(model, "traversal"):
+        g = torch.Generator().manual_seed(seed)
+        steps = 10
+        images = model.traversal(steps, generator=g)
+        made.append(plots.save_grid(images, levels, folder / "traversal.png", nrow=steps))
+    if hasattr(model, "prior_sample") and hasattr(model, "encode"):
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            codes = model.encode(test_x.to(model.device)).cpu()
+            prior = model.prior_sample(len(codes), generator=g).cpu()
+        made.append(plots.scatter_codes(codes, prior, folder / "codes.png"))
+    return made
 
 
 def evaluate(p: Params) -> dict[str, Any]:
@@ -202,6 +232,22 @@ def evaluate(p: Params) -> dict[str, Any]:
     exact = split.meta.extra.get("exact_test_bpd")
     if exact is not None:
         out["exact_test_bpd"] = exact
+    if hasattr(model, "reconstruct"):
+        with torch.no_grad():
+            rec = torch.cat(
+                [
+                    model.reconstruct(test[i : i + bs].to(device)).cpu()
+                    for i in range(0, len(test), bs)
+                ]
+            )
+        out["reconstruction_error"] = M.reconstruction_error(test, rec, split.meta.levels)
+    if hasattr(model, "sample_with_codes"):
+        net = clf.load_classifier(CLASSIFIER, device)
+        g = torch.Generator().manual_seed(p.seed)
+        with torch.no_grad():
+            images, codes = model.sample_with_codes(p.eval.n_samples, generator=g)
+        predicted = clf.predict(net, images.cpu())
+        out["code_accuracy"] = M.code_accuracy(codes.cpu(), predicted, split.meta.n_classes)
     extractor = p.eval.feature_extractor
     weights = CLASSIFIER if extractor == "classifier" else p.eval.inception_weights
     out.update(

@@ -1,7 +1,9 @@
-"""GAN family: DCGAN (Radford et al., 2016), the seeds' two generator losses and k D steps."""
+"""GAN family: the original fully connected GAN (Goodfellow et al., 2014) and DCGAN (Radford et
+al., 2016), with the seeds' two generator losses and k discriminator steps per generator step."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,13 +19,13 @@ DCGAN_SIZES = (8, 16, 32, 64)
 
 
 @dataclass
-class GANConfig(ModelConfig):
+class AdversarialConfig(ModelConfig):
+    """What every GAN here shares: the noise size, the generator loss and k."""
+
     steps: int = 2000
     lr: float = 2e-4
     beta1: float = 0.5
     z_dim: int = 32
-    g_channels: int = 64
-    d_channels: int = 64
     # "minimax": G minimises log(1 - D(G(z))), the original objective, whose gradient vanishes
     # when D wins early; "non_saturating": G maximises log D(G(z)) instead (the seeds' flip).
     gan_loss: Literal["non_saturating", "minimax"] = "non_saturating"
@@ -31,8 +33,57 @@ class GANConfig(ModelConfig):
 
     def validate(self, section: str) -> None:
         super().validate(section)
-        for key in ("z_dim", "g_channels", "d_channels", "d_steps"):
+        for key in ("z_dim", "d_steps"):
             require(getattr(self, key) > 0, f"{section}.{key}={getattr(self, key)} must be > 0")
+
+
+@dataclass
+class GANConfig(AdversarialConfig):
+    """DCGAN: conv nets whose widths start from these channel counts."""
+
+    g_channels: int = 64
+    d_channels: int = 64
+
+    def validate(self, section: str) -> None:
+        super().validate(section)
+        for key in ("g_channels", "d_channels"):
+            require(getattr(self, key) > 0, f"{section}.{key}={getattr(self, key)} must be > 0")
+
+
+@dataclass
+class MLPGANConfig(AdversarialConfig):
+    """The original GAN: fully connected nets with these hidden layer widths."""
+
+    g_hidden: tuple[int, ...] = (256, 512)
+    d_hidden: tuple[int, ...] = (512, 256)
+    dropout: float = 0.3  # in the discriminator, as in Goodfellow et al.
+
+    def validate(self, section: str) -> None:
+        super().validate(section)
+        for key in ("g_hidden", "d_hidden"):
+            sizes = list(getattr(self, key))
+            require(
+                len(sizes) > 0 and all(s > 0 for s in sizes),
+                f"{section}.{key}={sizes} must be a non-empty list of sizes > 0",
+            )
+        require(0 <= self.dropout < 1, f"{section}.dropout={self.dropout} must be in [0, 1)")
+
+
+def d_loss_terms(real_logit: torch.Tensor, fake_logit: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The discriminator's loss -log D(x) - log(1 - D(G(z))), and how it scores each side."""
+    loss = F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()
+    return {
+        "loss": loss,
+        "d_real": torch.sigmoid(real_logit).mean().detach(),
+        "d_fake": torch.sigmoid(fake_logit).mean().detach(),
+    }
+
+
+def g_loss(fake_logit: torch.Tensor, kind: str) -> torch.Tensor:
+    """The generator's loss on D's logits for its fakes, `kind` as `AdversarialConfig.gan_loss`."""
+    if kind == "non_saturating":
+        return F.softplus(-fake_logit).mean()  # -log D(G(z))
+    return -F.softplus(fake_logit).mean()  # log(1 - D(G(z)))
 
 
 class AdversarialModel(GenerativeModel):
@@ -43,7 +94,7 @@ class AdversarialModel(GenerativeModel):
     generator_net: nn.Module
     discriminator_net: nn.Module
 
-    def __init__(self, cfg: GANConfig, meta: DataMeta) -> None:
+    def __init__(self, cfg: AdversarialConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)
         self.phases = ("d",) * cfg.d_steps + ("g",)
 
@@ -60,9 +111,13 @@ class AdversarialModel(GenerativeModel):
         step = 2.0 / (self.meta.levels - 1)
         return y + (torch.rand_like(y) - 0.5) * step
 
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`n` generator inputs z ~ N(0, I)."""
+        return randn((n, self.cfg.z_dim), generator, self.device)
+
     def generate(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        z = randn((n, self.cfg.z_dim), generator, self.device)
-        return self.generator_net(z)
+        """`n` fakes in [-1, 1], differentiable with respect to the generator."""
+        return self.generator_net(self.sample_latent(n, generator))
 
     def loss(
         self, x: torch.Tensor, phase: str, y: torch.Tensor | None = None
@@ -71,26 +126,82 @@ class AdversarialModel(GenerativeModel):
         if phase == "d":
             with torch.no_grad():
                 fake = self.generate(n)
-            real_logit = self.discriminator_net(self.real_input(x))
-            fake_logit = self.discriminator_net(fake)
-            loss = F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()
-            return {
-                "loss": loss,
-                "d_real": torch.sigmoid(real_logit).mean().detach(),
-                "d_fake": torch.sigmoid(fake_logit).mean().detach(),
-            }
+            return d_loss_terms(
+                self.discriminator_net(self.real_input(x)), self.discriminator_net(fake)
+            )
         if phase == "g":
             fake_logit = self.discriminator_net(self.generate(n))
-            if self.cfg.gan_loss == "non_saturating":
-                loss = F.softplus(-fake_logit).mean()  # -log D(G(z))
-            else:
-                loss = -F.softplus(fake_logit).mean()  # log(1 - D(G(z)))
+            loss = g_loss(fake_logit, self.cfg.gan_loss)
             return {"loss": loss, "d_fake_for_g": torch.sigmoid(fake_logit).mean().detach()}
         raise ValueError(f"unknown phase {phase!r}; {self.name} has phases {self.phases}")
 
     @torch.no_grad()
+    def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """Generator inputs -> uint8 images in the data's levels."""
+        return from_unit(self.generator_net(z), self.meta.levels)
+
+    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return from_unit(self.generate(n, generator), self.meta.levels)
+        return self.decode_latent(self.sample_latent(n, generator))
+
+
+class GAN(AdversarialModel):
+    """The original GAN: an MLP generator and an MLP discriminator on flattened images."""
+
+    name = "gan"
+    Config = MLPGANConfig
+
+    def __init__(self, cfg: MLPGANConfig, meta: DataMeta) -> None:
+        super().__init__(cfg, meta)
+        dims = meta.dims
+        g: list[nn.Module] = []
+        for a, b in zip((cfg.z_dim, *cfg.g_hidden), cfg.g_hidden, strict=False):
+            g += [nn.Linear(a, b), nn.ReLU()]
+        g += [nn.Linear(cfg.g_hidden[-1], dims), nn.Tanh(), nn.Unflatten(1, meta.shape)]
+        self.generator_net = nn.Sequential(*g)
+        d: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip((dims, *cfg.d_hidden), cfg.d_hidden, strict=False):
+            d += [nn.Linear(a, b), nn.LeakyReLU(0.2), nn.Dropout(cfg.dropout)]
+        d += [nn.Linear(cfg.d_hidden[-1], 1), nn.Flatten(0)]
+        self.discriminator_net = nn.Sequential(*d)
+
+
+def _dcgan_depth(meta: DataMeta, name: str) -> int:
+    _, h, w = meta.shape
+    require(
+        h == w and h in DCGAN_SIZES,
+        f"{name} cannot take {h}x{w} images; allowed sizes: "
+        f"{', '.join(f'{s}x{s}' for s in DCGAN_SIZES)} (set data.image_size)",
+    )
+    return int(math.log2(h)) - 2  # 8x8 -> 1 up/downsampling, 64x64 -> 4
+
+
+def dcgan_generator(z_dim: int, channels: int, meta: DataMeta, name: str) -> nn.Sequential:
+    """Transposed convs from a (z_dim,) vector to a 4x4 map, then doubling up to the image."""
+    n_up = _dcgan_depth(meta, name)
+    g = [channels * 2 ** (n_up - i) for i in range(n_up + 1)]  # e.g. 128, 64 for 8x8
+    layers: list[nn.Module] = [
+        nn.Unflatten(1, (z_dim, 1, 1)),
+        nn.ConvTranspose2d(z_dim, g[0], 4, 1, 0, bias=False),
+        nn.BatchNorm2d(g[0]),
+        nn.ReLU(),
+    ]
+    for a, b in zip(g[:-1], g[1:], strict=True):
+        layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU()]
+    layers += [nn.Conv2d(g[-1], meta.channels, 3, padding=1), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+def dcgan_discriminator_body(
+    channels: int, meta: DataMeta, name: str
+) -> tuple[list[nn.Module], int]:
+    """Strided convs from the image down to a 4x4 map: the layers and that map's channels."""
+    n_down = _dcgan_depth(meta, name)
+    d = [channels * 2**i for i in range(n_down + 1)]  # e.g. 64, 128 for 8x8
+    layers: list[nn.Module] = [nn.Conv2d(meta.channels, d[0], 3, padding=1), nn.LeakyReLU(0.2)]
+    for a, b in zip(d[:-1], d[1:], strict=True):
+        layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2)]
+    return layers, d[-1]
 
 
 class DCGAN(AdversarialModel):
@@ -100,35 +211,15 @@ class DCGAN(AdversarialModel):
 
     def __init__(self, cfg: GANConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)
-        c, h, w = meta.shape
-        require(
-            h == w and h in DCGAN_SIZES,
-            f"dcgan cannot take {h}x{w} images; allowed sizes: "
-            f"{', '.join(f'{s}x{s}' for s in DCGAN_SIZES)} (set data.image_size)",
+        self.generator_net = dcgan_generator(cfg.z_dim, cfg.g_channels, meta, self.name)
+        body, top = dcgan_discriminator_body(cfg.d_channels, meta, self.name)
+        self.discriminator_net = nn.Sequential(
+            *body, nn.Conv2d(top, 1, 4, 1, 0), nn.Flatten(), nn.Flatten(0)
         )
-        n_up = {8: 1, 16: 2, 32: 3, 64: 4}[h]
-        g = [cfg.g_channels * 2 ** (n_up - i) for i in range(n_up + 1)]  # e.g. 128, 64 for 8x8
-        layers: list[nn.Module] = [
-            nn.Unflatten(1, (cfg.z_dim, 1, 1)),
-            nn.ConvTranspose2d(cfg.z_dim, g[0], 4, 1, 0, bias=False),
-            nn.BatchNorm2d(g[0]),
-            nn.ReLU(),
-        ]
-        for a, b in zip(g[:-1], g[1:], strict=True):
-            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU()]
-        layers += [nn.Conv2d(g[-1], c, 3, padding=1), nn.Tanh()]
-        self.generator_net = nn.Sequential(*layers)
-
-        d = [cfg.d_channels * 2**i for i in range(n_up + 1)]  # e.g. 64, 128 for 8x8
-        dl: list[nn.Module] = [nn.Conv2d(c, d[0], 3, padding=1), nn.LeakyReLU(0.2)]
-        for a, b in zip(d[:-1], d[1:], strict=True):
-            dl += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2)]
-        dl += [nn.Conv2d(d[-1], 1, 4, 1, 0), nn.Flatten(), nn.Flatten(0)]
-        self.discriminator_net = nn.Sequential(*dl)
-        self.apply(_dcgan_init)
+        self.apply(dcgan_init)
 
 
-def _dcgan_init(m: nn.Module) -> None:
+def dcgan_init(m: nn.Module) -> None:
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(m.weight, 0.0, 0.02)
     elif isinstance(m, nn.BatchNorm2d):
