@@ -85,6 +85,27 @@ class Split:
     meta: DataMeta
 
 
+# (channels, height, width, levels) of the named data sets before resizing / binarising.
+NATIVE = {
+    "digits": (1, 8, 8, 17),
+    "mixture": (1, 8, 8, 17),
+    "mnist": (1, 28, 28, 256),
+    "fashion_mnist": (1, 28, 28, 256),
+    "cifar10": (3, 32, 32, 256),
+}
+
+
+def expected_meta(cfg: DataConfig) -> DataMeta:
+    """The shape and levels data set `cfg` will have, known without loading it."""
+    if cfg.name == "image_folder":
+        c, h, w, levels = cfg.channels or 3, cfg.image_size or 32, cfg.image_size or 32, 256
+    else:
+        c, h, w, levels = NATIVE[cfg.name]
+        if cfg.image_size is not None:
+            h = w = cfg.image_size
+    return DataMeta(cfg.name, c, h, w, 2 if cfg.binarize else levels, n_classes=10)
+
+
 def dataset_id(cfg: DataConfig) -> str:
     """A short name for the data configuration: the MLflow experiment and the report's key."""
     parts = [cfg.name]

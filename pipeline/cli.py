@@ -191,5 +191,27 @@ def benchmark(params_path: str, models: str | None, jobs: int) -> None:
         )
 
 
+@main.command("preset")
+@click.argument("name", required=False)
+@click.option("--run", "run_now", is_flag=True, help="run the preset now as a DVC experiment")
+@user_errors
+def preset(name: str | None, run_now: bool) -> None:
+    """List the paper-scale presets, or show (and with --run, run) preset NAME."""
+    import shlex
+
+    from pipeline.presets import available, load_preset
+
+    if name is None:
+        for item in available():
+            pr = load_preset(item)
+            click.echo(f"{item}: {pr.description}\n    published: {pr.published}")
+        return
+    pr = load_preset(name)
+    cmd = ["dvc", "exp", "run", *pr.set_flags(), "-n", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"]
+    click.echo(f"{pr.description}\npublished: {pr.published}\n{shlex.join(cmd)}")
+    if run_now and _dvc(*cmd[1:]).returncode:
+        raise click.ClickException(f"preset '{name}' failed (see the output above)")
+
+
 if __name__ == "__main__":
     main()
