@@ -168,16 +168,17 @@ def benchmark(params_path: str, models: str | None, jobs: int) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     failed: list[str] = []
     try:
+        # Up to `evaluate` only: the report is built once, after the last experiment.
         if jobs == 1:
             for name in names:
-                click.echo(f"==> dvc exp run -S model={name}", err=True)
-                if _dvc("exp", "run", "-S", f"model={name}", "-n", f"{name}-{stamp}").returncode:
+                click.echo(f"==> dvc exp run evaluate -S model={name}", err=True)
+                exp = ["exp", "run", "evaluate", "-S", f"model={name}", "-n", f"{name}-{stamp}"]
+                if _dvc(*exp).returncode:
                     failed.append(name)
         else:
             for name in names:
-                if _dvc(
-                    "exp", "run", "--queue", "-S", f"model={name}", "-n", f"{name}-{stamp}"
-                ).returncode:
+                exp = ["exp", "run", "evaluate", "--queue", "-S", f"model={name}"]
+                if _dvc(*exp, "-n", f"{name}-{stamp}").returncode:
                     failed.append(name)
             if _dvc("exp", "run", "--run-all", "--jobs", str(jobs)).returncode:
                 failed.append("queue")
