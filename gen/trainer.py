@@ -6,6 +6,7 @@ It knows nothing about any model beyond `phases`, `param_groups()` and `loss(x, 
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -215,6 +216,7 @@ def train(
         disable=not show or steps_left <= 0,
         desc=f"train {model.name}",
         dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 30.0,  # logs get a line per 30 s, not a flood
     )
     model.train()
     running: dict[str, float] = {}
