@@ -12,12 +12,11 @@ from pathlib import Path
 
 import click
 
-from gen.classifier import ClassifierConfig  # noqa: F401  (keeps import errors early and clear)
 from gen.config import ConfigError
 from gen.data import DataError, dataset_id
 from gen.metrics import MetricError
 from gen.trainer import CheckpointError
-from pipeline.params import Params, load_params
+from pipeline.params import load_params
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, MetricError, FileNotFoundError)
 
@@ -54,52 +53,28 @@ def main() -> None:
     """genbench: train, sample and evaluate generative image models side by side."""
 
 
-def _stage(name: str, doc: str):
-    def deco(fn):
-        @main.command(name, help=doc)
-        @params_option
-        @user_errors
-        def command(params_path: str) -> None:
-            _print(fn(load_params(params_path)))
-
-        return command
-
-    return deco
+# command -> (function in pipeline.stages, help). Imported lazily: `genbench --help` stays fast.
+STAGES = {
+    "prepare": ("prepare", "Load the data set named in params and write data/prepared/."),
+    "classifier": ("train_classifier", "Train the data set's classifier (FID/IS features)."),
+    "train": ("train_model", "Train the model named by `model` in params; resumes after a kill."),
+    "sample": ("sample", "Draw eval.n_samples images and the model's figures."),
+    "evaluate": ("evaluate", "Compute the metrics into metrics.json and the MLflow run."),
+}
 
 
-@_stage("prepare", "Load the data set named in params and write data/prepared/.")
-def _prepare(p: Params) -> dict:
-    from pipeline import stages
+def _add_stage(name: str, function: str, doc: str) -> None:
+    @main.command(name, help=doc)
+    @params_option
+    @user_errors
+    def command(params_path: str) -> None:
+        from pipeline import stages
 
-    return stages.prepare(p)
-
-
-@_stage("classifier", "Train the data set's classifier (the FID/IS feature extractor).")
-def _classifier(p: Params) -> dict:
-    from pipeline import stages
-
-    return stages.train_classifier(p)
+        _print(getattr(stages, function)(load_params(params_path)))
 
 
-@_stage("train", "Train the model named by `model` in params; resumes after a kill.")
-def _train(p: Params) -> dict:
-    from pipeline import stages
-
-    return stages.train_model(p)
-
-
-@_stage("sample", "Draw eval.n_samples images from the trained model.")
-def _sample(p: Params) -> dict:
-    from pipeline import stages
-
-    return stages.sample(p)
-
-
-@_stage("evaluate", "Compute bits/dim and sample-quality metrics into metrics.json and MLflow.")
-def _evaluate(p: Params) -> dict:
-    from pipeline import stages
-
-    return stages.evaluate(p)
+for _name, (_function, _doc) in STAGES.items():
+    _add_stage(_name, _function, _doc)
 
 
 @main.command("report")
