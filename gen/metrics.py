@@ -170,3 +170,35 @@ def sample_quality(
         "precision": float(out["precision"]),
         "recall": float(out["recall"]),
     }
+
+
+# ------------------------------------------------------------- codes and reconstructions
+def code_accuracy(codes, predicted_classes, n_classes: int) -> float:
+    """How well unsupervised codes name classes: the fraction of samples whose code is matched to
+    their predicted class under the best one-to-one matching of codes to classes (the Hungarian
+    algorithm on the confusion matrix). Permuting the codes does not change it; constant
+    predictions give the share of the most frequent code (about 1/n_classes for uniform codes).
+    """
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    c = np.asarray(codes, dtype=np.int64).reshape(-1)
+    p = np.asarray(predicted_classes, dtype=np.int64).reshape(-1)
+    if c.shape != p.shape:
+        raise ValueError(f"{len(c)} codes but {len(p)} predicted classes")
+    if len(c) == 0:
+        raise ValueError("code_accuracy needs at least one sample")
+    if c.min() < 0 or p.min() < 0 or p.max() >= n_classes:
+        raise ValueError(f"codes must be >= 0 and predicted classes in [0, {n_classes})")
+    confusion = np.zeros((int(c.max()) + 1, n_classes), dtype=np.int64)
+    np.add.at(confusion, (c, p), 1)
+    rows, cols = linear_sum_assignment(confusion, maximize=True)
+    return float(confusion[rows, cols].sum() / len(c))
+
+
+def reconstruction_error(x: torch.Tensor, x_hat: torch.Tensor, levels: int) -> float:
+    """Mean absolute difference of two uint8 image sets in [0, 1] intensity units."""
+    if x.shape != x_hat.shape:
+        raise ValueError(f"shapes differ: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
+    diff = (x.double() - x_hat.double()).abs() / (levels - 1)
+    return float(diff.mean())

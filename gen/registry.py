@@ -6,17 +6,28 @@ from typing import Any
 
 from gen.config import ConfigError, from_dict
 from gen.data import DataMeta
+from gen.models.ae import AAE, AE
 from gen.models.base import GenerativeModel
 from gen.models.baseline import Baseline
-from gen.models.gan import DCGAN
+from gen.models.gan import DCGAN, GAN
+from gen.models.gated_pixelcnn import GatedPixelCNN
+from gen.models.infogan import InfoGAN
 from gen.models.pixelcnn import PixelCNN
+from gen.models.pixelrnn import DiagonalBiLSTM, RowLSTM
 from gen.models.vae import VAE
 
 MODELS: dict[str, type[GenerativeModel]] = {
     "baseline": Baseline,
     "pixelcnn": PixelCNN,
+    "pixelrnn_row": RowLSTM,
+    "pixelrnn_diag": DiagonalBiLSTM,
+    "gated_pixelcnn": GatedPixelCNN,
     "vae": VAE,
     "dcgan": DCGAN,
+    "ae": AE,
+    "aae": AAE,
+    "gan": GAN,
+    "infogan": InfoGAN,
 }
 
 

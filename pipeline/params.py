@@ -52,7 +52,7 @@ class EvalSettings:
 
 @dataclass
 class BenchmarkSettings:
-    models: list[str] = field(default_factory=lambda: ["baseline", "pixelcnn", "vae", "dcgan"])
+    models: list[str] = field(default_factory=lambda: list(MODELS))
 
     def validate(self, section: str = "benchmark") -> None:
         require(len(self.models) > 0, f"{section}.models must name at least one model")

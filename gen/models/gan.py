@@ -54,9 +54,14 @@ class GANConfig(AdversarialConfig):
 class MLPGANConfig(AdversarialConfig):
     """The original GAN: fully connected nets with these hidden layer widths."""
 
+    steps: int = 3000
+    gan_loss: Literal["non_saturating", "minimax"] = "minimax"  # the paper's objective
     g_hidden: tuple[int, ...] = (256, 512)
     d_hidden: tuple[int, ...] = (512, 256)
     dropout: float = 0.3  # in the discriminator, as in Goodfellow et al.
+    # BatchNorm after each hidden layer of G: not in the 2014 paper, but without it a fully
+    # connected G collapses onto a few modes of the digits (FID 600-2000 vs ~25 with it).
+    g_batchnorm: bool = True
 
     def validate(self, section: str) -> None:
         super().validate(section)
@@ -155,12 +160,14 @@ class GAN(AdversarialModel):
         super().__init__(cfg, meta)
         dims = meta.dims
         g: list[nn.Module] = []
-        for a, b in zip((cfg.z_dim, *cfg.g_hidden), cfg.g_hidden, strict=False):
-            g += [nn.Linear(a, b), nn.ReLU()]
+        sizes = (cfg.z_dim, *cfg.g_hidden)
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+            g += [nn.Linear(a, b), *([nn.BatchNorm1d(b)] if cfg.g_batchnorm else []), nn.ReLU()]
         g += [nn.Linear(cfg.g_hidden[-1], dims), nn.Tanh(), nn.Unflatten(1, meta.shape)]
         self.generator_net = nn.Sequential(*g)
         d: list[nn.Module] = [nn.Flatten()]
-        for a, b in zip((dims, *cfg.d_hidden), cfg.d_hidden, strict=False):
+        sizes = (dims, *cfg.d_hidden)
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
             d += [nn.Linear(a, b), nn.LeakyReLU(0.2), nn.Dropout(cfg.dropout)]
         d += [nn.Linear(cfg.d_hidden[-1], 1), nn.Flatten(0)]
         self.discriminator_net = nn.Sequential(*d)
