@@ -66,3 +66,25 @@ def test_values_from_params_and_run_names_are_escaped_in_html(store: Path):
 def test_report_without_runs_says_how_to_make_them(store: Path):
     md, page = report.build_report("digits", store / "reports")
     assert "genbench benchmark" in md.read_text() and "genbench benchmark" in page.read_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "section", "expected"),
+    [
+        ("pixelcnn", {"channels": 8, "layers": 1}, set()),
+        ("vae", {"hidden": 8, "latent_dim": 2}, {"interpolation.png"}),
+        ("aae", {"hidden": 8, "latent_dim": 2}, {"interpolation.png", "codes.png"}),
+        ("infogan", {"g_channels": 8, "d_channels": 8}, {"interpolation.png", "traversal.png"}),
+    ],
+)
+def test_sample_stage_draws_the_figures_a_model_is_capable_of(name, section, expected, tmp_path):
+    from gen.data import DataMeta
+    from gen.registry import build
+    from pipeline.stages import model_figures
+
+    meta = DataMeta("tiny", 1, 8, 8, levels=17, n_classes=10)
+    model = build(name, section, meta).eval()
+    test_x = torch.randint(0, 17, (20, 1, 8, 8), dtype=torch.uint8)
+    made = model_figures(model, test_x, tmp_path, seed=0)
+    assert {p.name for p in made} == expected
+    assert all(p.stat().st_size > 0 for p in made)
