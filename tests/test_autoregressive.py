@@ -155,7 +155,7 @@ def test_gated_pixelcnn_sees_every_earlier_pixel_while_pixelcnn_has_a_blind_spot
     )
 
 
-def test_gated_pixelcnn_without_blind_spot_on_colour_data_sees_every_earlier_subpixel():
+def test_gated_pixelcnn_on_colour_data_also_sees_every_earlier_pixel():
     grads, targets = input_gradients(model("gated_pixelcnn", channels=3, size=8))
     assert unseen_earlier_pixels(grads, targets) == set()
 
