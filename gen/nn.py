@@ -12,6 +12,13 @@ def channel_groups(n_channels: int, n_groups: int) -> torch.Tensor:
     return torch.arange(n_channels) * n_groups // n_channels
 
 
+def check_mask_args(mask: str, kernel_size: int) -> None:
+    if mask not in ("A", "B"):
+        raise ValueError(f"mask must be 'A' or 'B', got {mask!r}")
+    if kernel_size % 2 != 1:
+        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+
+
 class MaskedConv2d(nn.Conv2d):
     """A convolution that sees only pixels before the centre in raster order.
 
@@ -23,10 +30,7 @@ class MaskedConv2d(nn.Conv2d):
     def __init__(
         self, in_ch: int, out_ch: int, kernel_size: int, mask: str, data_channels: int = 1
     ) -> None:
-        if mask not in ("A", "B"):
-            raise ValueError(f"mask must be 'A' or 'B', got {mask!r}")
-        if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        check_mask_args(mask, kernel_size)
         super().__init__(in_ch, out_ch, kernel_size, padding=kernel_size // 2)
         k, c = kernel_size, kernel_size // 2
         m = torch.zeros(out_ch, in_ch, k, k)

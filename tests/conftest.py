@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+
+from gen.data import DataConfig, Split, load
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -75,3 +78,18 @@ def set_params(repo: Path, **sections) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
     path.write_text(yaml.safe_dump(_merge(params, sections), sort_keys=False))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny models run fastest on one thread and leave the other core free."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def digits() -> Split:
+    """The bundled sklearn digits, loaded once."""
+    return load(DataConfig())

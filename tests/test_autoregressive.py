@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gen.config import ConfigError
-from gen.data import DataConfig, DataMeta, load, to_unit
+from gen.data import DataMeta, to_unit
 from gen.models.autoregressive import RowMaskedConv2d, split_groups
 from gen.models.pixelrnn import skew, unskew
 from gen.nn import channel_groups
@@ -25,19 +25,6 @@ SMALL = {
     "gated_pixelcnn": {"channels": 24, "layers": 4, "first_kernel": 7, "kernel": 3},
     "pixelcnn": {"channels": 24, "layers": 4, "first_kernel": 7},
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load(DataConfig())
 
 
 def model(name: str, channels: int = 1, size: int = 6, levels: int = 5, **overrides):

@@ -27,11 +27,6 @@ from gen.data import (
 
 
 # ---------------------------------------------------------------------------------- digits
-@pytest.fixture(scope="module")
-def digits():
-    return load(DataConfig())
-
-
 def test_digits_are_1x8x8_uint8_with_17_levels_split_1437_360(digits):
     assert digits.meta.shape == (1, 8, 8)
     assert digits.meta.levels == 17 and digits.meta.n_classes == 10

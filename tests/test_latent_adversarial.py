@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gen.config import ConfigError
-from gen.data import DataConfig, DataMeta, load
+from gen.data import DataMeta
 from gen.metrics import code_accuracy, reconstruction_error
 from gen.models.ae import MIXTURE_RADIUS, PRIORS
 from gen.models.gan import g_loss
@@ -71,19 +71,6 @@ def step(model, phase: str, x: torch.Tensor, lr: float = 1e-2) -> dict[str, torc
     terms["loss"].backward()
     opt.step()
     return terms
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load(DataConfig())
 
 
 # ------------------------------------------------------------------------------ latent API

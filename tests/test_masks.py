@@ -10,14 +10,6 @@ from gen.models.pixelcnn import PixelCNN, PixelCNNConfig
 from gen.nn import MaskedConv2d, channel_groups
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def pixelcnn(channels: int, size: int = 6, levels: int = 5) -> PixelCNN:
     torch.manual_seed(0)
     meta = DataMeta("tiny", channels, size, size, levels=levels, n_classes=1)

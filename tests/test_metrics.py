@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from gen.classifier import ClassifierConfig, classifier_checkpoint, train_classifier
-from gen.data import DataConfig, load
 from gen.metrics import (
     MetricError,
     bits_per_dim,
@@ -20,14 +19,6 @@ from gen.metrics import (
 from gen.models.baseline import Baseline, BaselineConfig
 
 KEYS = {"fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------ likelihoods
@@ -65,11 +56,6 @@ def test_to_rgb8_maps_the_top_level_to_255_and_grey_to_three_channels():
 
 
 # ---------------------------------------------------------------------------- sample quality
-@pytest.fixture(scope="module")
-def digits():
-    return load(DataConfig())
-
-
 @pytest.fixture(scope="module")
 def classifier_path(digits, tmp_path_factory):
     cfg = ClassifierConfig(epochs=2)

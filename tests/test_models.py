@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gen.config import as_dict
-from gen.data import DataConfig, DataMeta, load
+from gen.data import DataMeta
 from gen.metrics import dataset_bpd
 from gen.models.baseline import Baseline, BaselineConfig
 from gen.nn import categorical_log_prob
@@ -63,25 +63,11 @@ def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and leave the other core to other work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(params=CASES, ids=[f"{n}-{lv}" for n, lv in CASES])
 def case(request):
     name, levels = request.param
     meta = METAS[levels]
     return name, meta, make(name, meta)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load(DataConfig())
 
 
 # ------------------------------------------------------------------------------- the battery

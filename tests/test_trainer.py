@@ -22,14 +22,6 @@ META = DataMeta("tiny", 1, 8, 8, levels=17, n_classes=10)
 PIXELCNN = {"channels": 8, "layers": 1, "first_kernel": 3, "batch_size": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def data(n: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     return torch.randint(0, META.levels, (n, *META.shape), generator=g, dtype=torch.uint8)

@@ -14,7 +14,7 @@ from torch import nn
 
 from gen.data import to_unit
 from gen.models.base import GenerativeModel
-from gen.nn import categorical_log_prob, channel_groups, sample_categorical
+from gen.nn import categorical_log_prob, channel_groups, check_mask_args, sample_categorical
 
 
 class RowMaskedConv2d(nn.Conv2d):
@@ -28,10 +28,7 @@ class RowMaskedConv2d(nn.Conv2d):
     def __init__(
         self, in_ch: int, out_ch: int, kernel_size: int, mask: str, data_channels: int = 1
     ) -> None:
-        if mask not in ("A", "B"):
-            raise ValueError(f"mask must be 'A' or 'B', got {mask!r}")
-        if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        check_mask_args(mask, kernel_size)
         half = kernel_size // 2
         super().__init__(in_ch, out_ch, (1, half + 1))
         self.half = half
