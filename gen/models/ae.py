@@ -20,12 +20,11 @@ from gen.data import DataMeta, to_unit
 from gen.models.base import GenerativeModel, ModelConfig, randn
 from gen.models.gan import d_loss_terms, g_loss
 from gen.models.vae import (
+    DecodesPixels,
     conv_decoder,
     conv_encoder,
     pixel_log_likelihood,
     pixel_logits,
-    pixel_mode,
-    pixel_sample,
 )
 
 PRIORS = ("gaussian", "mixture", "uniform")
@@ -47,7 +46,7 @@ class AEConfig(ModelConfig):
         require(self.hidden > 0, f"{section}.hidden={self.hidden} must be > 0")
 
 
-class ConvAutoencoder(GenerativeModel):
+class ConvAutoencoder(DecodesPixels, GenerativeModel):
     """Deterministic conv encoder x -> z and decoder z -> p(x|z), a categorical per pixel
     (Bernoulli for 2 levels). Subclasses say where the codes to decode come from."""
 
@@ -82,20 +81,6 @@ class ConvAutoencoder(GenerativeModel):
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
-
-    @torch.no_grad()
-    def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
-        """The most likely image for each code (no pixel noise, unlike `sample`)."""
-        return pixel_mode(self.decode(z))
-
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode_latent(self.encode(x))
-
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Codes from `sample_latent`, then every pixel drawn from the decoder, as the VAE does."""
-        return pixel_sample(self.decode(self.sample_latent(n, generator)), generator)
 
 
 class AE(ConvAutoencoder):

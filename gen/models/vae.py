@@ -103,7 +103,26 @@ def pixel_sample(logits: torch.Tensor, generator: torch.Generator | None) -> tor
     return sample_categorical(rows, generator).view(b, c, h, w).to(torch.uint8)
 
 
-class VAE(GenerativeModel):
+class DecodesPixels:
+    """Shared by the autoencoders: decoding codes into images, given `encode`, `decode` and
+    `sample_latent`."""
+
+    @torch.no_grad()
+    def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """The most likely image for each code (no pixel noise, unlike `sample`)."""
+        return pixel_mode(self.decode(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode_latent(self.encode(x))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draws from p(x) = p(z) p(x|z): codes from `sample_latent`, then every pixel."""
+        return pixel_sample(self.decode(self.sample_latent(n, generator)), generator)
+
+
+class VAE(DecodesPixels, GenerativeModel):
     """q(z|x) Gaussian, p(z) = N(0, I), p(x|z) a categorical per pixel (Bernoulli for 2 levels)."""
 
     name = "vae"
@@ -174,17 +193,3 @@ class VAE(GenerativeModel):
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """`n` draws from the prior N(0, I)."""
         return randn((n, self.cfg.latent_dim), generator, self.device)
-
-    @torch.no_grad()
-    def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
-        """The most likely image for each code (no pixel noise, unlike `sample`)."""
-        return pixel_mode(self.decode(z))
-
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode_latent(self.encode(x))
-
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draws from p(x) = p(z) p(x|z): the prior, then every pixel from the decoder."""
-        return pixel_sample(self.decode(self.sample_latent(n, generator)), generator)
