@@ -7,16 +7,26 @@ model family. `levels` is the number of intensity values: 2 (binarised), 17 (skl
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from gen.captions import build_captions, build_vocab, read_captions_file, tokenize
 from gen.config import ConfigError, require
+from gen.domains import (
+    TYPESET_STYLES,
+    Domains,
+    attribute_csv,
+    cyclegan_folder,
+    domain_folders,
+    typeset_domains,
+)
 
 DATASETS = ("digits", "mixture", "mnist", "fashion_mnist", "cifar10", "image_folder")
+DOMAIN_SOURCES = ("typeset", "cyclegan_folder", "domain_folders", "attribute_csv", "none")
 
 
 class DataError(RuntimeError):
@@ -36,6 +46,14 @@ class DataConfig:
     n_train: int = 10000  # mixture: training images drawn
     n_test: int = 2000  # mixture: test images drawn
     mixture_sigma: float = 1.5  # mixture: spread of each template pixel, in intensity levels
+    # Captions for text-to-image models: "auto" builds them from the class and measured
+    # thickness / slant / size; a path names a JSON-lines file for an image folder; "none".
+    captions: str = "auto"
+    # Domains for translation models: typeset (the images + typeset digits in each style) |
+    # cyclegan_folder | domain_folders | attribute_csv (under domains_root) | none.
+    domains: str = "typeset"
+    domains_root: str = "data/raw/domains"
+    typeset_styles: list[str] = field(default_factory=lambda: ["sans", "serif"])
 
     def validate(self, section: str = "data") -> None:
         require(
@@ -53,6 +71,26 @@ class DataConfig:
         )
         require(self.n_train > 0 and self.n_test > 0, f"{section}.n_train and n_test must be > 0")
         require(self.mixture_sigma > 0, f"{section}.mixture_sigma must be > 0")
+        require(
+            self.domains in DOMAIN_SOURCES,
+            f"{section}.domains={self.domains!r} is not allowed; choose one of: "
+            f"{', '.join(DOMAIN_SOURCES)}",
+        )
+        for style in self.typeset_styles:
+            require(
+                style in TYPESET_STYLES,
+                f"{section}.typeset_styles: unknown style {style!r}; known: "
+                f"{', '.join(TYPESET_STYLES)}",
+            )
+        require(
+            self.domains != "typeset" or len(self.typeset_styles) > 0,
+            f"{section}.typeset_styles must name at least one style when domains is typeset",
+        )
+        require(
+            self.captions in ("auto", "none") or self.name == "image_folder",
+            f"{section}.captions={self.captions!r}: a captions file goes with data set "
+            "'image_folder'; use auto or none",
+        )
 
 
 @dataclass
@@ -83,6 +121,9 @@ class Split:
     test_x: torch.Tensor
     test_y: torch.Tensor
     meta: DataMeta
+    train_caption: torch.Tensor | None = None  # int64 (N, L) word ids; vocab in meta.extra
+    test_caption: torch.Tensor | None = None
+    domains: Domains | None = None  # images of several domains, for translation models
 
 
 # (channels, height, width, levels) of the named data sets before resizing / binarising.
@@ -131,7 +172,51 @@ def load(cfg: DataConfig, seed: int = 0) -> Split:
         split = _resize(split, cfg.image_size)
     if cfg.binarize:
         split = _binarize(split)
+    if cfg.captions == "auto":
+        train_c, test_c = build_captions(
+            split.train_x,
+            split.train_y,
+            split.test_x,
+            split.test_y,
+            split.meta.n_classes,
+            split.meta.extra.get("class_names"),
+        )
+        _set_captions(split, train_c, test_c)
+    split.domains = _domains(cfg, split, seed)
+    if split.domains is not None:
+        split.meta.extra["domains"] = split.domains.names
     return split
+
+
+def _set_captions(split: Split, train: list[str], test: list[str]) -> None:
+    """Tokenise captions with a vocabulary of the training captions; keep a few as text."""
+    vocab = build_vocab(train)
+    split.train_caption, split.test_caption = tokenize(train, vocab), tokenize(test, vocab)
+    split.meta.extra["vocab"] = vocab
+
+
+def _domains(cfg: DataConfig, split: Split, seed: int) -> Domains | None:
+    m = split.meta
+    if cfg.domains == "none":
+        return None
+    if cfg.domains == "typeset":
+        return typeset_domains(
+            split.train_x,
+            split.train_y,
+            split.test_x,
+            split.test_y,
+            m.levels,
+            list(cfg.typeset_styles),
+            seed=1000,  # fixed: the data set is a function of its params, not of the model seed
+        )
+    root = Path(cfg.domains_root)
+    if cfg.domains == "cyclegan_folder":
+        d = cyclegan_folder(root, m.height, m.channels, m.levels)
+    elif cfg.domains == "domain_folders":
+        d = domain_folders(root, m.height, m.channels, m.levels, cfg.test_fraction)
+    else:
+        d = attribute_csv(root, m.height, m.channels, m.levels, cfg.test_fraction)
+    return d  # read at the main data's size, channels and levels (binarised if it is)
 
 
 # ----------------------------------------------------------------------------------- digits
@@ -280,9 +365,19 @@ def _image_folder(cfg: DataConfig, seed: int) -> Split:
     y = torch.tensor(ys, dtype=torch.long)
     tr, te = train_test_split(np.arange(len(x)), test_size=cfg.test_fraction, random_state=0)
     meta = DataMeta(
-        "image_folder", x.shape[1], size, size, levels=256, n_classes=max(1, len(classes))
+        "image_folder",
+        x.shape[1],
+        size,
+        size,
+        levels=256,
+        n_classes=max(1, len(classes)),
+        extra={"class_names": classes or ["image"]},
     )
-    return Split(x[tr], y[tr], x[te], y[te], meta)
+    split = Split(x[tr], y[tr], x[te], y[te], meta)
+    if cfg.captions not in ("auto", "none"):
+        captions = read_captions_file(Path(cfg.captions), root, files)
+        _set_captions(split, [captions[i] for i in tr], [captions[i] for i in te])
+    return split
 
 
 # ------------------------------------------------------------------------------ transforms
@@ -295,7 +390,7 @@ def _resize(split: Split, size: int) -> Split:
 
     m = split.meta
     meta = DataMeta(m.name, m.channels, size, size, m.levels, m.n_classes, dict(m.extra))
-    return Split(r(split.train_x), split.train_y, r(split.test_x), split.test_y, meta)
+    return replace(split, train_x=r(split.train_x), test_x=r(split.test_x), meta=meta)
 
 
 def _binarize(split: Split) -> Split:
@@ -308,7 +403,7 @@ def _binarize(split: Split) -> Split:
         return (x.float() >= half).to(torch.uint8)
 
     meta = DataMeta(m.name, m.channels, m.height, m.width, 2, m.n_classes, dict(m.extra))
-    return Split(b(split.train_x), split.train_y, b(split.test_x), split.test_y, meta)
+    return replace(split, train_x=b(split.train_x), test_x=b(split.test_x), meta=meta)
 
 
 # ------------------------------------------------------------------------------ conversions
@@ -327,8 +422,11 @@ def save_split(split: Split, folder: Path) -> None:
     import json
 
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: getattr(split, k) for k in ("train_x", "train_y", "test_x", "test_y")}
+    keys = ("train_x", "train_y", "test_x", "test_y", "train_caption", "test_caption")
+    tensors = {k: getattr(split, k) for k in keys if getattr(split, k) is not None}
     torch.save(tensors, folder / "data.pt")
+    if split.domains is not None:
+        torch.save(split.domains.tensors(), folder / "domains.pt")
     (folder / "meta.json").write_text(json.dumps(split.meta.__dict__, indent=2) + "\n")
 
 
@@ -341,4 +439,8 @@ def load_split(folder: Path) -> Split:
         raise DataError(f"prepared data not found in '{folder}'; run `genbench prepare` first")
     tensors = torch.load(folder / "data.pt", weights_only=True)
     meta = DataMeta(**json.loads((folder / "meta.json").read_text()))
-    return Split(**tensors, meta=meta)
+    domains = None
+    if (folder / "domains.pt").exists():
+        d = torch.load(folder / "domains.pt", weights_only=True)
+        domains = Domains(**d, names=meta.extra["domains"])
+    return Split(**tensors, meta=meta, domains=domains)

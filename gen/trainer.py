@@ -223,6 +223,7 @@ def train(
     count = 0
     for _ in range(max(steps_left, 0)):
         t0 = time.perf_counter()
+        model.begin_step(result.steps)
         for phase in model.phases:
             x, y = batches.next()
             x = x.to(device, non_blocking=True)

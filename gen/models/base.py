@@ -47,6 +47,11 @@ class GenerativeModel(nn.Module):
     family: ClassVar[str] = ""  # "baseline" | "autoregressive" | "latent-variable" | "adversarial"
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     phases: tuple[str, ...] = ("model",)
+    # What the model is conditioned on, which decides the training pairs (x, y) and the
+    # `condition` that `sample` needs (see gen/conditions.py): None (y = class label, used or
+    # not), "caption" (y = caption word ids), "image" (patches of a given image), "domain"
+    # (x = images of several domains, y = domain ids; sample translates source images).
+    condition: ClassVar[str | None] = None
 
     def __init__(self, cfg: ModelConfig, meta: DataMeta) -> None:
         super().__init__()
@@ -64,9 +69,15 @@ class GenerativeModel(nn.Module):
         `"loss"` is the one to backpropagate."""
         raise NotImplementedError
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """`n` images as uint8 (n, C, H, W) in the data's levels."""
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, condition: Any = None
+    ) -> torch.Tensor:
+        """`n` images as uint8 (n, C, H, W) in the data's levels; conditional models take the
+        `condition` that `gen.conditions.sampling_conditions` makes for their kind."""
         raise NotImplementedError
+
+    def begin_step(self, step: int) -> None:
+        """Hook run before each training step (0-based), for schedules such as fade-in."""
 
     def fit_data(self, train_x: torch.Tensor) -> None:
         """Hook run once before gradient steps, for models fitted in closed form (counting)."""
