@@ -92,6 +92,25 @@ def predict(model: Classifier, x: torch.Tensor, batch_size: int = 512) -> torch.
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
+@torch.no_grad()
+def predict_joint(
+    model: Classifier, x: torch.Tensor, n_classes: int, batch_size: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a classifier of (domain, class) pairs, numbered `domain * n_classes + class`: the most
+    likely class and the most likely domain of each image, each summed over the other."""
+    device = next(model.parameters()).device
+    labels, domains = [], []
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i : i + batch_size].to(device)).cpu()
+        joint = logits.log_softmax(1).reshape(len(logits), -1, n_classes)  # (N, D, K)
+        labels.append(joint.logsumexp(1).argmax(1))
+        domains.append(joint.logsumexp(2).argmax(1))
+    if not labels:
+        empty = torch.empty(0, dtype=torch.long)
+        return empty, empty
+    return torch.cat(labels), torch.cat(domains)
+
+
 def accuracy(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((predict(model, x) == y).float().mean())
 
