@@ -24,9 +24,11 @@ class ClassifierConfig:
     batch_size: int = 64
     lr: float = 1e-3
     features: int = 128  # width of the feature layer used by FID / KID / PR
+    domain_epochs: int = 10  # the (domain, class) classifier for translation models
 
     def validate(self, section: str = "classifier") -> None:
         require(self.epochs > 0, f"{section}.epochs={self.epochs} must be > 0")
+        require(self.domain_epochs > 0, f"{section}.domain_epochs must be > 0")
         require(self.batch_size > 0, f"{section}.batch_size={self.batch_size} must be > 0")
         require(self.lr > 0, f"{section}.lr={self.lr} must be > 0")
         require(self.features > 0, f"{section}.features={self.features} must be > 0")

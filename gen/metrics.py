@@ -202,3 +202,27 @@ def reconstruction_error(x: torch.Tensor, x_hat: torch.Tensor, levels: int) -> f
         raise ValueError(f"shapes differ: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
     diff = (x.double() - x_hat.double()).abs() / (levels - 1)
     return float(diff.mean())
+
+
+# ------------------------------------------------------------------- conditions obeyed
+def agreement(predicted, wanted) -> float:
+    """The fraction of samples whose predicted class (or domain) is the one asked for."""
+    a = torch.as_tensor(predicted).reshape(-1)
+    b = torch.as_tensor(wanted).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"{len(a)} predictions but {len(b)} wanted values")
+    if len(a) == 0:
+        raise ValueError("agreement needs at least one sample")
+    return float((a == b).double().mean())
+
+
+def masked_error(x: torch.Tensor, x_hat: torch.Tensor, mask: torch.Tensor, levels: int) -> float:
+    """Mean absolute difference in [0, 1] units over the pixels where `mask` is set (the given
+    patches): how faithfully a model kept what it was given."""
+    if x.shape != x_hat.shape:
+        raise ValueError(f"shapes differ: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
+    m = mask.bool().expand_as(x)
+    if not m.any():
+        raise ValueError("the mask selects no pixels")
+    diff = (x.double() - x_hat.double()).abs() / (levels - 1)
+    return float(diff[m].mean())

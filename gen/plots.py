@@ -67,3 +67,80 @@ def scatter_codes(codes: torch.Tensor, prior: torch.Tensor, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def labelled_rows(rows: list[torch.Tensor], labels: list[str], levels: int, path: Path) -> Path:
+    """One strip of images per row with its label on the left (inputs beside outputs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = max(len(r) for r in rows)
+    h, w = rows[0].shape[-2:]
+    fig, axes = plt.subplots(
+        len(rows), 1, figsize=(2.5 + 0.45 * width * w / h, 0.5 * len(rows) + 0.2), squeeze=False
+    )
+    for ax, row, label in zip(axes[:, 0], rows, labels, strict=True):
+        arr = grid_array(row, levels, nrow=len(row))
+        ax.imshow(arr, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    fig.tight_layout(pad=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+@torch.no_grad()
+def condition_figure(model, split, path: Path, seed: int, columns: int = 8) -> Path:
+    """Inputs beside outputs for a conditional model: caption -> images, patches -> image,
+    domain A -> B -> A (two domains) or one input into every domain (more)."""
+    from gen.captions import detokenize
+    from gen.conditions import model_domains
+
+    g = torch.Generator().manual_seed(seed)
+    levels, dev = model.meta.levels, model.device
+    if model.condition == "caption":
+        # One test caption per class (the first in a shuffled order), `columns` samples each.
+        order = torch.randperm(len(split.test_y), generator=g)
+        picks = [int(order[split.test_y[order] == k][0]) for k in split.test_y.unique()][:10]
+        tokens = split.test_caption[picks]
+        images = model.sample(len(picks) * columns, g, tokens.repeat_interleave(columns, 0).to(dev))
+        rows = list(images.cpu().split(columns))
+        labels = detokenize(tokens, split.meta.extra["vocab"])
+        return labelled_rows(rows, labels, levels, path)
+    if model.condition == "image":
+        x = split.test_x[torch.randperm(len(split.test_x), generator=g)[: 2 * columns]]
+        mask = model.patch_mask(x.to(dev)).cpu().expand_as(x)
+        patches = torch.where(mask, x, torch.full_like(x, levels // 2))
+        out = model.sample(len(x), g, x.to(dev)).cpu()
+        return labelled_rows([x, patches, out], ["image", "key patches", "generated"], levels, path)
+    if model.condition == "domain":
+        d, used = split.domains, model_domains(model)
+        names = d.names
+
+        def pick(dom: int, k: int) -> torch.Tensor:
+            idx = torch.nonzero(d.test_d == dom).flatten()
+            return d.test_x[idx[torch.randperm(len(idx), generator=g)[:k]]].to(dev)
+
+        def to(x: torch.Tensor, dom: int) -> torch.Tensor:
+            return model.translate(x, torch.full((len(x),), dom, device=dev)).cpu()
+
+        if len(used) == 2:
+            rows, labels = [], []
+            for a, b in (used, used[::-1]):
+                x = pick(a, columns)
+                ab = to(x, b)
+                rows += [x.cpu(), ab, to(ab.to(dev), a)]
+                labels += [names[a], f"-> {names[b]}", f"-> {names[a]} (back)"]
+            return labelled_rows(rows, labels, levels, path)
+        per = max(1, columns // len(used))
+        x = torch.cat([pick(dom, per) for dom in used])
+        rows = [x.cpu()] + [to(x, dom) for dom in used]
+        return labelled_rows(rows, ["input"] + [f"-> {names[t]}" for t in used], levels, path)
+    raise ValueError(f"no condition figure for condition kind {model.condition!r}")

@@ -14,6 +14,7 @@ from gen.models.gated_pixelcnn import GatedPixelCNN
 from gen.models.infogan import InfoGAN
 from gen.models.pixelcnn import PixelCNN
 from gen.models.pixelrnn import DiagonalBiLSTM, RowLSTM
+from gen.models.puzzlegan import PuzzleGAN
 from gen.models.vae import VAE
 
 MODELS: dict[str, type[GenerativeModel]] = {
@@ -28,6 +29,7 @@ MODELS: dict[str, type[GenerativeModel]] = {
     "aae": AAE,
     "gan": GAN,
     "infogan": InfoGAN,
+    "puzzlegan": PuzzleGAN,
 }
 
 

@@ -30,7 +30,23 @@ COLUMNS = [
     ("sample img/s", "sample_images_per_s", "{:.0f}"),
     ("params", "params", "{:,.0f}"),
 ]
-FAMILY_ORDER = ["baseline", "autoregressive", "latent-variable", "adversarial"]
+# Whether a conditional model obeyed its condition: a second table, for the models that have any.
+CONDITION_COLUMNS = [
+    ("condition acc", "condition_accuracy", "{:.3f}"),
+    ("patch err", "patch_error", "{:.3f}"),
+    ("label kept", "label_preservation", "{:.3f}"),
+    ("domain acc", "domain_accuracy", "{:.3f}"),
+    ("cycle err", "cycle_error", "{:.3f}"),
+    ("FID", "fid", "{:.2f}"),
+]
+FAMILY_ORDER = [
+    "baseline",
+    "autoregressive",
+    "latent-variable",
+    "adversarial",
+    "conditional",
+    "translation",
+]
 
 
 def collect(dataset: str, models: list[str] | None = None) -> pd.DataFrame:
@@ -49,7 +65,7 @@ def collect(dataset: str, models: list[str] | None = None) -> pd.DataFrame:
             "dvc_exp": r.get("tags.dvc_exp_name", ""),
             "run_id": r["run_id"],
         }
-        for _, key, _ in COLUMNS:
+        for key in dict.fromkeys(k for _, k, _ in COLUMNS + CONDITION_COLUMNS):
             value = r.get(f"metrics.{key}")
             row[key] = (
                 None if value is None or (isinstance(value, float) and math.isnan(value)) else value
@@ -72,21 +88,36 @@ def fmt(value: Any, pattern: str) -> str:
     return pattern.format(value)
 
 
-def _table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    head = (
-        ["model", "family"] + [c for c, _, _ in COLUMNS] + ["features", "commit", "DVC exp", "run"]
-    )
+Table = tuple[str, list[str], list[list[str]]]  # (title, header, rows)
+
+
+def _tables(df: pd.DataFrame) -> list[Table]:
+    """The main table of every model, and the conditions table of the conditional ones."""
+    if df.empty:
+        return []
+    main = _table(df, COLUMNS, ["features", "commit", "DVC exp", "run"])
+    keys = [k for _, k, _ in CONDITION_COLUMNS if k != "fid"]
+    conditional = df[df[keys].notna().any(axis=1)]
+    tables = [("", *main)]
+    if not conditional.empty:
+        tables.append(("Conditions obeyed", *_table(conditional, CONDITION_COLUMNS, ["features"])))
+    return tables
+
+
+def _table(df: pd.DataFrame, columns, tail: list[str]) -> tuple[list[str], list[list[str]]]:
+    head = ["model", "family"] + [c for c, _, _ in columns] + tail
     body = []
     for _, r in df.iterrows():
         cells = [r.model, r.family]
-        for _, key, pattern in COLUMNS:
+        for _, key, pattern in columns:
             text = fmt(r[key], pattern)
             if key == "bpd" and text != "n/a" and r.bpd_kind and r.bpd_kind != "exact":
                 text += f" ({r.bpd_kind})"
             if key in ("fid", "is_mean", "kid_mean") and text != "n/a":
                 text += f" [{r.feature_extractor}]"
             cells.append(text)
-        cells += [r.feature_extractor or "n/a", r.commit or "n/a", r.dvc_exp or "n/a", r.run_id[:8]]
+        extra = [r.feature_extractor or "n/a", r.commit or "n/a", r.dvc_exp or "n/a", r.run_id[:8]]
+        cells += extra[: len(tail)]
         body.append([str(c) for c in cells])
     return head, body
 
@@ -150,12 +181,15 @@ RUN_FIGURES = [
     ("figures/interpolation.png", "latent interpolation between two samples (rows: pairs)"),
     ("figures/traversal.png", "traversal (rows: categorical code, columns: continuous code)"),
     ("figures/codes.png", "codes of the test images against samples of the prior"),
+    ("figures/conditions.png", "inputs beside outputs (test conditions)"),
 ]
 FAMILY_TITLES = {
     "baseline": "Baseline",
     "autoregressive": "Autoregressive models",
     "latent-variable": "Latent-variable models",
     "adversarial": "Adversarial models",
+    "conditional": "Conditional generation",
+    "translation": "Image-to-image translation",
 }
 
 
@@ -210,12 +244,12 @@ def build_report(
         for family in dict.fromkeys(df.family):
             members = [(m, per_model.get(m, [])) for m in df.model[df.family == family]]
             sections.append((FAMILY_TITLES.get(family, family or "other"), members))
-    head, body = _table(df) if not df.empty else ([], [])
+    tables = _tables(df)
     notes = _notes(df)
     md = out_dir / "benchmark.md"
-    md.write_text(_markdown(dataset, now, head, body, notes, figures, sections, out_dir))
+    md.write_text(_markdown(dataset, now, tables, notes, figures, sections, out_dir))
     page = out_dir / "benchmark.html"
-    page.write_text(_html(dataset, now, head, body, notes, figures, sections))
+    page.write_text(_html(dataset, now, tables, notes, figures, sections))
     return md, page
 
 
@@ -227,21 +261,33 @@ def _notes(df: pd.DataFrame) -> list[str]:
         "torch-fidelity with the feature extractor named in brackets.",
         "n/a: the model has no such quantity (a GAN has no likelihood); nothing stands in for it.",
     ]
+    if not df.empty and df[[k for _, k, _ in CONDITION_COLUMNS[:-1]]].notna().any().any():
+        notes.append(
+            "Conditions obeyed, on the test split: condition acc = the data set's classifier "
+            "names the digit of the caption; patch err = mean |difference| (0-1 units) on the "
+            "given patches; label kept = a classifier of (domain, digit) pairs still reads the "
+            "source digit after translation; domain acc = it reads the target domain; cycle err "
+            "= mean |x - back(translate(x))|. FID of translations is against the target "
+            "domain's test images, averaged over target domains."
+        )
     if not df.empty and df["exact_test_bpd"].notna().any():
         exact = float(df["exact_test_bpd"].dropna().iloc[0])
         notes.append(f"exact test NLL of the data distribution: {exact:.4f} bits/dim.")
     return notes
 
 
-def _markdown(dataset, now, head, body, notes, figures, sections, out_dir: Path) -> str:
+def _markdown(dataset, now, tables, notes, figures, sections, out_dir: Path) -> str:
     lines = [f"# genbench report: {dataset}", "", f"Generated {now} from the MLflow store.", ""]
-    if not body:
+    if not tables:
         lines += ["No finished runs for this data set yet: run `genbench benchmark`.", ""]
         return "\n".join(lines)
-    esc = [[c.replace("|", "\\|") for c in row] for row in body]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(row) + " |" for row in esc]
-    lines += [""] + [f"- {n}" for n in notes] + [""]
+    for title, head, body in tables:
+        if title:
+            lines += [f"## {title}", ""]
+        esc = [[c.replace("|", "\\|") for c in row] for row in body]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in esc] + [""]
+    lines += [f"- {n}" for n in notes] + [""]
     for label, p in figures:
         lines += [f"## {label}", "", f"![{label}]({p.relative_to(out_dir).as_posix()})", ""]
     for title, members in sections:
@@ -263,7 +309,7 @@ def _img(p: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _html(dataset, now, head, body, notes, figures, sections) -> str:
+def _html(dataset, now, tables, notes, figures, sections) -> str:
     e = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -275,15 +321,19 @@ def _html(dataset, now, head, body, notes, figures, sections) -> str:
         "img{image-rendering:pixelated;max-width:100%}</style></head><body>",
         f"<h1>genbench report: {e(dataset)}</h1><p>Generated {e(now)} from the MLflow store.</p>",
     ]
-    if not body:
+    if not tables:
         parts.append(
             "<p>No finished runs for this data set yet: run <code>genbench benchmark</code>.</p>"
         )
     else:
-        parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
-        for row in body:
-            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
-        parts.append("</table><ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
+        for title, head, body in tables:
+            if title:
+                parts.append(f"<h2>{e(title)}</h2>")
+            parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
+            for row in body:
+                parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+            parts.append("</table>")
+        parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
         for label, p in figures:
             parts.append(f"<h2>{e(label)}</h2>{_img(p, label)}")
         for title, members in sections:

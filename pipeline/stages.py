@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import torch
 
 from gen import classifier as clf
 from gen import metrics as M
-from gen.data import dataset_id, load, load_split, save_split
+from gen.conditions import sampling_conditions, training_data
+from gen.data import Split, dataset_id, load, load_split, save_split
 from gen.models.base import count_params
 from gen.registry import build
 from gen.trainer import load_checkpoint, model_from_checkpoint, pick_device, train
@@ -24,8 +26,10 @@ from pipeline.params import Params
 
 PREPARED = Path("data/prepared")
 RUNS = Path("runs")
-CLASSIFIER = RUNS / "classifier.pt"
+CLASSIFIERS = RUNS / "classifiers"  # one DVC output: the domain classifier exists only with domains
+CLASSIFIER = CLASSIFIERS / "classes.pt"
 CLASSIFIER_METRICS = RUNS / "classifier.json"
+DOMAIN_CLASSIFIER = CLASSIFIERS / "domains.pt"  # (domain, class) pairs; translation metrics
 CHECKPOINT = RUNS / "model.pt"
 RUN_INFO = RUNS / "run.json"
 SAMPLES = RUNS / "samples.pt"
@@ -49,6 +53,11 @@ METRIC_KEYS = (
     "train_seconds",
     "sample_images_per_s",
     "params",
+    "condition_accuracy",
+    "patch_error",
+    "label_preservation",
+    "domain_accuracy",
+    "cycle_error",
 )
 
 
@@ -81,15 +90,43 @@ def train_classifier(p: Params) -> dict[str, Any]:
         device=device,
     )
     net = net.cpu()
-    RUNS.mkdir(exist_ok=True)
+    if CLASSIFIERS.exists():
+        shutil.rmtree(CLASSIFIERS)
+    CLASSIFIERS.mkdir(parents=True)
     torch.save(clf.classifier_checkpoint(net, p.classifier), CLASSIFIER)
     out = {
         "classifier_test_accuracy": clf.accuracy(net, split.test_x, split.test_y),
         "classifier_train_accuracy": clf.accuracy(net, split.train_x, split.train_y),
         "classifier_seconds": time.perf_counter() - t0,
     }
+    if split.domains is not None:
+        out.update(_train_domain_classifier(p, split, device))
     write_json(CLASSIFIER_METRICS, out)
     return out
+
+
+def _train_domain_classifier(p: Params, split: Split, device: torch.device) -> dict[str, float]:
+    """One classifier of (domain, class) pairs: it tells both what digit a translated image
+    shows and which domain it looks like, and its features score translations (FID)."""
+    d, k = split.domains, split.meta.n_classes
+    cfg = replace(p.classifier, epochs=p.classifier.domain_epochs)
+    t0 = time.perf_counter()
+    net = clf.train_classifier(
+        d.train_x,
+        d.train_d * k + d.train_y,
+        split.meta.levels,
+        len(d.names) * k,
+        cfg,
+        p.seed,
+        device,
+    ).cpu()
+    torch.save(clf.classifier_checkpoint(net, cfg), DOMAIN_CLASSIFIER)
+    labels, domains = clf.predict_joint(net, d.test_x, k)
+    return {
+        "domain_classifier_domain_accuracy": float((domains == d.test_d).float().mean()),
+        "domain_classifier_label_accuracy": float((labels == d.test_y).float().mean()),
+        "domain_classifier_seconds": time.perf_counter() - t0,
+    }
 
 
 def _run_params(p: Params) -> dict[str, Any]:
@@ -110,6 +147,7 @@ def train_model(p: Params) -> dict[str, Any]:
     run_id = tracking.start_run(ds, p.model, model.family, _run_params(p))
     write_json(RUN_INFO, {"run_id": run_id, "model": p.model, "dataset": ds})
     wip = WIP / f"{p.model}.pt"
+    train_x, train_y = training_data(model, split)
 
     def log(step: int, row: dict[str, float]) -> None:
         tracking.log_metrics(run_id, {f"train/{k}": v for k, v in row.items()}, step)
@@ -117,8 +155,8 @@ def train_model(p: Params) -> dict[str, Any]:
     try:
         result = train(
             model,
-            split.train_x,
-            split.train_y,
+            train_x,
+            train_y,
             seed=p.seed,
             device=device,
             callback=log,
@@ -160,19 +198,31 @@ def sample(p: Params) -> dict[str, Any]:
     device = pick_device(p.train.device)
     model = model_from_checkpoint(ckpt, device)
     run_id = _run_id(p, model.family)
+    split = load_split(PREPARED)
     g = torch.Generator().manual_seed(p.seed)
     n, bs = p.eval.n_samples, p.eval.batch_size
+    conds = sampling_conditions(model, split, n, g)
     t0 = time.perf_counter()
-    chunks = [model.sample(min(bs, n - i), g).cpu() for i in range(0, n, bs)]
+    chunks = []
+    for i in range(0, n, bs):
+        j = min(n, i + bs)
+        if conds is None:
+            chunks.append(model.sample(j - i, g).cpu())
+        else:
+            chunks.append(model.sample(j - i, g, _take(conds.value, i, j, device)).cpu())
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     x = torch.cat(chunks)
-    torch.save(x, SAMPLES)
+    saved = {"images": x}
+    if conds is not None:
+        fields = ("labels", "sources", "targets", "source_domains")
+        saved.update({k: getattr(conds, k) for k in fields if getattr(conds, k) is not None})
+    torch.save(saved, SAMPLES)
     if FIGURES.exists():
         shutil.rmtree(FIGURES)
     save_grid(x[:100], model.meta.levels, SAMPLE_GRID)
-    extra = model_figures(model, load_split(PREPARED).test_x, FIGURES, p.seed)
+    extra = model_figures(model, split, FIGURES, p.seed)
     out = {"sample_images_per_s": n / seconds, "sample_seconds": seconds}
     write_json(SAMPLE_INFO, out)
     tracking.log_metrics(run_id, out)
@@ -182,13 +232,25 @@ def sample(p: Params) -> dict[str, Any]:
     return out
 
 
-def model_figures(model, test_x: torch.Tensor, folder: Path, seed: int) -> list[Path]:
-    """The figures a model's capabilities allow: latent interpolation, code traversal, codes."""
+def _take(value: Any, i: int, j: int, device: torch.device) -> Any:
+    """Rows i:j of a condition (a tensor or a tuple of tensors), on `device`."""
+    if isinstance(value, tuple):
+        return tuple(_take(v, i, j, device) for v in value)
+    return value[i:j].to(device)
+
+
+def model_figures(model, split: Split, folder: Path, seed: int) -> list[Path]:
+    """The figures a model's capabilities allow: latent interpolation, code traversal, codes,
+    and for conditional models their inputs beside their outputs."""
     from gen import plots
 
     made = []
     levels = model.meta.levels
-    if hasattr(model, "sample_latent") and hasattr(model, "decode_latent"):
+    test_x = split.test_x
+    if model.condition is not None:
+        made.append(plots.condition_figure(model, split, folder / "conditions.png", seed))
+    unconditional = model.condition is None
+    if unconditional and hasattr(model, "sample_latent") and hasattr(model, "decode_latent"):
         g = torch.Generator().manual_seed(seed)
         images = plots.interpolation(model, pairs=6, steps=10, generator=g)
         made.append(plots.save_grid(images, levels, folder / "interpolation.png", nrow=10))
@@ -212,7 +274,8 @@ def evaluate(p: Params) -> dict[str, Any]:
     device = pick_device(p.train.device)
     model = model_from_checkpoint(ckpt, device)
     run_id = _run_id(p, model.family)
-    samples = torch.load(SAMPLES, weights_only=True)
+    saved = torch.load(SAMPLES, weights_only=True)
+    samples = saved["images"]
     test, bs = split.test_x, p.eval.batch_size
     torch.manual_seed(p.seed)
     out: dict[str, Any] = {k: None for k in METRIC_KEYS}
@@ -249,13 +312,31 @@ def evaluate(p: Params) -> dict[str, Any]:
         predicted = clf.predict(net, images.cpu())
         out["code_accuracy"] = M.code_accuracy(codes.cpu(), predicted, split.meta.n_classes)
     extractor = p.eval.feature_extractor
-    weights = CLASSIFIER if extractor == "classifier" else p.eval.inception_weights
-    out.update(
-        M.sample_quality(
-            samples, test, split.meta.levels, extractor, weights, p.eval.kid_subset_size, bs, device
+    if model.condition == "domain":
+        out.update(_translation_metrics(model, split, saved, p, device))
+    else:
+        if model.condition == "caption":
+            net = clf.load_classifier(CLASSIFIER, device)
+            out["condition_accuracy"] = M.agreement(clf.predict(net, samples), saved["labels"])
+        if model.condition == "image":
+            sources = saved["sources"]
+            with torch.no_grad():
+                mask = model.patch_mask(sources.to(device)).cpu()
+            out["patch_error"] = M.masked_error(sources, samples, mask, split.meta.levels)
+        weights = CLASSIFIER if extractor == "classifier" else p.eval.inception_weights
+        out.update(
+            M.sample_quality(
+                samples,
+                test,
+                split.meta.levels,
+                extractor,
+                weights,
+                p.eval.kid_subset_size,
+                bs,
+                device,
+            )
         )
-    )
-    out["feature_extractor"] = extractor
+        out["feature_extractor"] = extractor
     if CLASSIFIER_METRICS.exists():
         out.update(json.loads(CLASSIFIER_METRICS.read_text()))
     out["sample_images_per_s"] = json.loads(SAMPLE_INFO.read_text())["sample_images_per_s"]
@@ -265,9 +346,60 @@ def evaluate(p: Params) -> dict[str, Any]:
     }
     tracking.log_metrics(run_id, numbers)
     tracking.set_tags(
-        run_id, {"feature_extractor": extractor, "bpd_kind": str(out.get("bpd_kind") or "n/a")}
+        run_id,
+        {
+            "feature_extractor": out["feature_extractor"],
+            "bpd_kind": str(out.get("bpd_kind") or "n/a"),
+        },
     )
     tracking.log_artifact(run_id, METRICS)
     tracking.log_artifact(run_id, CHECKPOINT, "checkpoint")
     tracking.finish(run_id, "FINISHED")
+    return out
+
+
+def _translation_metrics(
+    model, split: Split, saved: dict[str, torch.Tensor], p: Params, device: torch.device
+) -> dict[str, Any]:
+    """Did the translation keep the digit, reach the target domain, and survive the round
+    trip? Sample quality is measured per target domain, against that domain's test images."""
+    d, k, levels, bs = split.domains, split.meta.n_classes, split.meta.levels, p.eval.batch_size
+    images, targets = saved["images"], saved["targets"]
+    sources, source_domains = saved["sources"], saved["source_domains"]
+    net = clf.load_classifier(DOMAIN_CLASSIFIER, device)
+    labels, domains = clf.predict_joint(net, images, k)
+    out: dict[str, Any] = {"domain_accuracy": M.agreement(domains, targets)}
+    if len(d.train_y.unique()) > 1:  # user layouts carry no class labels
+        out["label_preservation"] = M.agreement(labels, saved["labels"])
+    with torch.no_grad():
+        back = torch.cat(
+            [
+                model.reconstruct_cycle(
+                    sources[i : i + bs].to(device),
+                    source_domains[i : i + bs].to(device),
+                    targets[i : i + bs].to(device),
+                ).cpu()
+                for i in range(0, len(sources), bs)
+            ]
+        )
+    out["cycle_error"] = M.reconstruction_error(sources, back, levels)
+    extractor = p.eval.feature_extractor
+    weights = DOMAIN_CLASSIFIER if extractor == "classifier" else p.eval.inception_weights
+    per_target = []
+    for t in targets.unique().tolist():
+        q = M.sample_quality(
+            images[targets == t],
+            d.test_x[d.test_d == t],
+            levels,
+            extractor,
+            weights,
+            p.eval.kid_subset_size,
+            bs,
+            device,
+        )
+        out[f"fid_to_{d.names[t]}"] = q["fid"]
+        per_target.append(q)
+    for key in per_target[0]:
+        out[key] = sum(q[key] for q in per_target) / len(per_target)
+    out["feature_extractor"] = "domain-classifier" if extractor == "classifier" else extractor
     return out
