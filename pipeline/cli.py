@@ -12,13 +12,23 @@ from pathlib import Path
 
 import click
 
+from gen.captions import CaptionError
 from gen.config import ConfigError
 from gen.data import DataError, dataset_id
+from gen.domains import DomainError
 from gen.metrics import MetricError
 from gen.trainer import CheckpointError
 from pipeline.params import load_params
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, MetricError, FileNotFoundError)
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    CaptionError,
+    DomainError,
+    CheckpointError,
+    MetricError,
+    FileNotFoundError,
+)
 
 
 def user_errors(fn):

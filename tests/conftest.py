@@ -19,12 +19,13 @@ BIN = Path(sys.executable).parent
 
 # Params small enough that a whole pipeline runs in seconds on a CPU.
 TINY = {
-    "classifier": {"epochs": 1},
+    "classifier": {"epochs": 1, "domain_epochs": 1},
     "train": {"log_every": 2, "checkpoint_every": 2},
     "eval": {"n_samples": 40, "iwae_k": 2, "batch_size": 40, "kid_subset_size": 20},
     "pixelcnn": {"steps": 4, "channels": 8, "layers": 1},
     "vae": {"steps": 4, "hidden": 8, "latent_dim": 2},
     "dcgan": {"steps": 4, "g_channels": 8, "d_channels": 8, "z_dim": 4},
+    "puzzlegan": {"steps": 4, "g_channels": 4, "d_channels": 4, "z_dim": 2},
 }
 
 

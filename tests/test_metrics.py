@@ -10,8 +10,10 @@ import torch
 from gen.classifier import ClassifierConfig, classifier_checkpoint, train_classifier
 from gen.metrics import (
     MetricError,
+    agreement,
     bits_per_dim,
     dataset_bpd,
+    masked_error,
     mean_nll,
     sample_quality,
     to_rgb8,
@@ -129,3 +131,35 @@ def test_unknown_feature_extractor_raises_metric_error_naming_the_known_ones():
     x = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
     with pytest.raises(MetricError, match="known: classifier, inception-v3-compat"):
         sample_quality(x, x, 17, extractor="clip")
+
+
+# --------------------------------------------------------------------- conditions obeyed
+def test_agreement_is_the_fraction_of_predictions_that_match():
+    assert agreement([1, 2, 3, 4], [1, 2, 0, 0]) == 0.5
+    assert agreement(torch.tensor([7]), torch.tensor([7])) == 1.0
+    with pytest.raises(ValueError, match="3 predictions but 2"):
+        agreement([1, 2, 3], [1, 2])
+
+
+def test_masked_error_looks_only_inside_the_mask():
+    x = torch.zeros(1, 1, 2, 2, dtype=torch.uint8)
+    y = torch.tensor([[[[16, 0], [0, 8]]]], dtype=torch.uint8)
+    mask = torch.tensor([[[[True, False], [False, True]]]])
+    assert masked_error(x, y, mask, 17) == pytest.approx((1.0 + 0.5) / 2)
+    assert masked_error(x, y, ~mask, 17) == 0.0
+    with pytest.raises(ValueError, match="selects no pixels"):
+        masked_error(x, y, torch.zeros_like(mask), 17)
+
+
+def test_joint_classifier_reads_class_and_domain_by_summing_over_the_other():
+    from gen.classifier import Classifier, predict_joint
+
+    net = Classifier(1, 17, n_classes=2 * 3)  # 2 domains x 3 classes
+    for p in net.parameters():
+        torch.nn.init.zeros_(p)
+    # Logits favour (domain 1, class 0) alone, but classes 2 of both domains together win class.
+    bias = torch.log(torch.tensor([0.0001, 0.0001, 0.3, 0.35, 0.0001, 0.3]))
+    net.head[-1].bias.data = bias
+    labels, domains = predict_joint(net.eval(), torch.zeros(4, 1, 8, 8, dtype=torch.uint8), 3)
+    assert labels.tolist() == [2] * 4  # 0.6 for class 2 against 0.35 for class 0
+    assert domains.tolist() == [1] * 4  # 0.65 for domain 1 against 0.3 for domain 0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from gen.conditions import model_domains
 from gen.config import as_dict
 from gen.data import DataMeta
 from gen.metrics import dataset_bpd
@@ -37,10 +38,16 @@ TINY = {
         "n_categories": 3,
         "q_hidden": 8,
     },
+    "puzzlegan": {"steps": 2, "batch_size": 8, "g_channels": 4, "d_channels": 4, "z_dim": 2},
+}
+# What conditional models need to know of their data: a caption vocabulary and domain names.
+EXTRA = {
+    "vocab": ["<pad>", "<unk>", "a", "thick", "thin", "one", "two", "seven"],
+    "domains": ["handwritten", "sans", "serif"],
 }
 METAS = {
-    "17-levels": DataMeta("tiny", 1, 8, 8, levels=17, n_classes=10),
-    "2-levels": DataMeta("tiny-bin", 1, 8, 8, levels=2, n_classes=10),
+    "17-levels": DataMeta("tiny", 1, 8, 8, levels=17, n_classes=10, extra=EXTRA),
+    "2-levels": DataMeta("tiny-bin", 1, 8, 8, levels=2, n_classes=10, extra=EXTRA),
 }
 CASES = [(name, levels) for name in MODELS for levels in METAS]
 
@@ -57,6 +64,36 @@ def images(meta: DataMeta, n: int, seed: int = 0) -> torch.Tensor:
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def labels_for(model, n: int, seed: int = 0) -> torch.Tensor | None:
+    """The `y` the trainer would batch for the model's condition kind (see gen.conditions)."""
+    g = gen(seed)
+    if model.condition == "caption":
+        return torch.randint(2, len(EXTRA["vocab"]), (n, 4), generator=g)
+    if model.condition == "domain":
+        ids = torch.tensor(model_domains(model))
+        return ids[torch.randint(len(ids), (n,), generator=g)]
+    return None
+
+
+def condition_for(model, n: int, seed: int = 0):
+    """The `condition` its `sample` needs: word ids, images, or (images, target domains)."""
+    if model.condition is None:
+        return None
+    if model.condition == "caption":
+        return labels_for(model, n, seed)
+    x = images(model.meta, n, seed)
+    if model.condition == "image":
+        return x
+    source = labels_for(model, n, seed)
+    ids = model_domains(model)
+    return x, torch.tensor([ids[(ids.index(s) + 1) % len(ids)] for s in source.tolist()])
+
+
+def draw(model, n: int, generator: torch.Generator, seed: int = 0) -> torch.Tensor:
+    cond = condition_for(model, n, seed)
+    return model.sample(n, generator) if cond is None else model.sample(n, generator, cond)
 
 
 def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -92,10 +129,10 @@ def test_model_names_its_phases_and_has_disjoint_parameter_groups(case):
 
 def test_loss_of_every_phase_is_a_finite_scalar_with_finite_gradients(case):
     _, meta, model = case
-    x = images(meta, 8)
+    x, y = images(meta, 8), labels_for(model, 8)
     for phase in model.phases:
         model.zero_grad(set_to_none=True)
-        terms = model.loss(x, phase)
+        terms = model.loss(x, phase, y)
         assert "loss" in terms
         assert terms["loss"].dim() == 0
         for key, value in terms.items():
@@ -109,7 +146,7 @@ def test_loss_of_every_phase_is_a_finite_scalar_with_finite_gradients(case):
 def test_sample_has_data_shape_uint8_dtype_and_values_below_levels(case):
     _, meta, model = case
     model.eval()
-    x = model.sample(5, gen(0))
+    x = draw(model, 5, gen(0))
     assert x.shape == (5, *meta.shape)
     assert x.dtype == torch.uint8
     assert int(x.min()) >= 0 and int(x.max()) < meta.levels
@@ -118,14 +155,19 @@ def test_sample_has_data_shape_uint8_dtype_and_values_below_levels(case):
 def test_same_generator_seed_gives_identical_samples_and_another_seed_different(case):
     _, _, model = case
     model.eval()
-    a = model.sample(6, gen(7))
+    a = draw(model, 6, gen(7))
     torch.manual_seed(99)  # the global RNG must not matter
-    b = model.sample(6, gen(7))
-    c = model.sample(6, gen(8))
+    b = draw(model, 6, gen(7))
+    c = draw(model, 6, gen(8))
     assert torch.equal(a, b)
+    if model.condition == "domain":
+        return  # a translation is a function of its input: no noise to vary
     # An untrained DCGAN maps every z to nearly the same grey, so compare its continuous output.
-    if hasattr(model, "generate"):
+    if hasattr(model, "generate") and model.condition is None:
         a, c = model.generate(6, gen(7)), model.generate(6, gen(8))
+    if model.condition == "image":  # likewise for the noise beside the patches
+        x = condition_for(model, 6)
+        a, c = model.complete(x, gen(7))[0], model.complete(x, gen(8))[0]
     assert not torch.equal(a, c)
 
 
@@ -151,7 +193,7 @@ def test_a_training_step_changes_every_trainable_parameter(case):
     name, meta, model = case
     model.cfg.steps = 1
     before = params(model)
-    train(model, images(meta, 16), progress=False)
+    train(model, images(meta, 16), labels_for(model, 16), progress=False)
     after = params(model)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     if name == "baseline":
@@ -164,7 +206,7 @@ def test_a_training_step_changes_every_trainable_parameter(case):
 def test_save_load_round_trip_rebuilds_an_identical_model(case, tmp_path):
     name, meta, model = case
     x = images(meta, 16)
-    train(model, x, seed=1, progress=False)  # leave the initial state (and BatchNorm stats)
+    train(model, x, labels_for(model, 16), seed=1, progress=False)  # leave the initial state
     model.eval()
     path = tmp_path / "model.pt"
     save_checkpoint(
@@ -185,7 +227,7 @@ def test_save_load_round_trip_rebuilds_an_identical_model(case, tmp_path):
         model.state_dict().items(), loaded.state_dict().items(), strict=True
     ):
         assert k == k2 and torch.equal(a, b), k
-    assert torch.equal(model.sample(4, gen(3)), loaded.sample(4, gen(3)))
+    assert torch.equal(draw(model, 4, gen(3)), draw(loaded, 4, gen(3)))
     with torch.no_grad():
         if hasattr(model, "log_prob"):
             assert torch.equal(model.log_prob(x), loaded.log_prob(x))

@@ -75,16 +75,36 @@ def test_report_without_runs_says_how_to_make_them(store: Path):
         ("vae", {"hidden": 8, "latent_dim": 2}, {"interpolation.png"}),
         ("aae", {"hidden": 8, "latent_dim": 2}, {"interpolation.png", "codes.png"}),
         ("infogan", {"g_channels": 8, "d_channels": 8}, {"interpolation.png", "traversal.png"}),
+        ("puzzlegan", {"g_channels": 4, "d_channels": 4}, {"conditions.png"}),
     ],
 )
-def test_sample_stage_draws_the_figures_a_model_is_capable_of(name, section, expected, tmp_path):
-    from gen.data import DataMeta
+def test_sample_stage_draws_the_figures_a_model_is_capable_of(
+    name, section, expected, tmp_path, digits
+):
     from gen.registry import build
     from pipeline.stages import model_figures
 
-    meta = DataMeta("tiny", 1, 8, 8, levels=17, n_classes=10)
-    model = build(name, section, meta).eval()
-    test_x = torch.randint(0, 17, (20, 1, 8, 8), dtype=torch.uint8)
-    made = model_figures(model, test_x, tmp_path, seed=0)
+    model = build(name, section, digits.meta).eval()
+    made = model_figures(model, digits, tmp_path, seed=0)
     assert {p.name for p in made} == expected
     assert all(p.stat().st_size > 0 for p in made)
+
+
+def test_conditional_models_get_a_second_table_of_conditions_obeyed(store: Path):
+    finished_run("dcgan", "adversarial", {"fid": 10.0}, store)
+    finished_run(
+        "stargan",
+        "translation",
+        {"fid": 30.0, "label_preservation": 0.91, "domain_accuracy": 0.88, "cycle_error": 0.05},
+        store,
+    )
+    md, page = report.build_report("digits", store / "reports", ["dcgan", "stargan"])
+    text = md.read_text()
+    assert "## Conditions obeyed" in text
+    second = text.split("## Conditions obeyed")[1]
+    rows = [ln for ln in second.splitlines() if ln.startswith("| ")]
+    assert rows[0].startswith("| model | family | condition acc | patch err | label kept")
+    assert len(rows) == 2 and rows[1].startswith("| stargan")  # header, then stargan only
+    assert "| n/a | n/a | 0.910 | 0.880 | 0.050 | 30.00 [classifier] |" in rows[1]
+    assert "label kept = a classifier" in text  # the note says what the columns mean
+    assert "Conditions obeyed" in page.read_text()

@@ -1,0 +1,58 @@
+"""Conditional and translation models through the stages a user runs (`genbench prepare` ...
+`genbench report`), in-process on tiny params: the metrics that say whether the condition was
+obeyed reach metrics.json, MLflow and the report, with a figure of inputs beside outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import set_params
+
+from pipeline.cli import main
+
+# model -> the condition metrics its metrics.json must hold
+CONDITION_METRICS = {
+    "puzzlegan": {"patch_error"},
+}
+
+
+def genbench(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def prepared(project: Path, monkeypatch) -> Path:
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    genbench("prepare")
+    genbench("classifier")
+    return project
+
+
+def test_classifier_stage_also_trains_the_domain_classifier(prepared: Path):
+    scores = json.loads((prepared / "runs" / "classifier.json").read_text())
+    assert 0 <= scores["domain_classifier_domain_accuracy"] <= 1
+    assert (prepared / "runs" / "classifiers" / "domains.pt").exists()
+    assert (prepared / "runs" / "classifiers" / "classes.pt").exists()
+
+
+@pytest.mark.parametrize("model", sorted(CONDITION_METRICS))
+def test_conditional_model_trains_samples_evaluates_and_reports(prepared: Path, model: str):
+    set_params(prepared, model=model, benchmark={"models": [model]})
+    for stage in ("train", "sample", "evaluate"):
+        genbench(stage)
+    metrics = json.loads((prepared / "metrics.json").read_text())
+    assert metrics["model"] == model and metrics["fid"] is not None
+    for key in CONDITION_METRICS[model]:
+        assert metrics[key] is not None and 0 <= metrics[key] <= 1, key
+    assert (prepared / "runs" / "figures" / "conditions.png").exists()
+    genbench("report")
+    md = (prepared / "reports" / "benchmark.md").read_text()
+    assert "## Conditions obeyed" in md
+    assert f"![{model} inputs beside outputs" in md
+    assert (prepared / "reports" / "figures" / f"conditions_{model}.png").exists()
