@@ -14,7 +14,10 @@ from gen.models.gated_pixelcnn import GatedPixelCNN
 from gen.models.infogan import InfoGAN
 from gen.models.pixelcnn import PixelCNN
 from gen.models.pixelrnn import DiagonalBiLSTM, RowLSTM
+from gen.models.progan import ProGAN
 from gen.models.puzzlegan import PuzzleGAN
+from gen.models.text2image import Text2Image
+from gen.models.translation import CycleGAN, StarGAN
 from gen.models.vae import VAE
 
 MODELS: dict[str, type[GenerativeModel]] = {
@@ -29,7 +32,11 @@ MODELS: dict[str, type[GenerativeModel]] = {
     "aae": AAE,
     "gan": GAN,
     "infogan": InfoGAN,
+    "text2image": Text2Image,
     "puzzlegan": PuzzleGAN,
+    "progan": ProGAN,
+    "cyclegan": CycleGAN,
+    "stargan": StarGAN,
 }
 
 

@@ -26,6 +26,17 @@ TINY = {
     "vae": {"steps": 4, "hidden": 8, "latent_dim": 2},
     "dcgan": {"steps": 4, "g_channels": 8, "d_channels": 8, "z_dim": 4},
     "puzzlegan": {"steps": 4, "g_channels": 4, "d_channels": 4, "z_dim": 2},
+    "text2image": {"steps": 4, "g_channels": 4, "d_channels": 4, "z_dim": 2},
+    "progan": {
+        "steps": 4,
+        "g_channels": 8,
+        "d_channels": 8,
+        "z_dim": 4,
+        "stage_steps": 2,
+        "fade_steps": 1,
+    },
+    "cyclegan": {"steps": 4, "g_channels": 4, "d_channels": 4, "res_blocks": 1},
+    "stargan": {"steps": 4, "g_channels": 4, "d_channels": 4, "res_blocks": 1},
 }
 
 

@@ -15,7 +15,10 @@ from pipeline.cli import main
 
 # model -> the condition metrics its metrics.json must hold
 CONDITION_METRICS = {
+    "text2image": {"condition_accuracy"},
     "puzzlegan": {"patch_error"},
+    "cyclegan": {"label_preservation", "domain_accuracy", "cycle_error"},
+    "stargan": {"label_preservation", "domain_accuracy", "cycle_error"},
 }
 
 

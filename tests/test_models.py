@@ -39,6 +39,25 @@ TINY = {
         "q_hidden": 8,
     },
     "puzzlegan": {"steps": 2, "batch_size": 8, "g_channels": 4, "d_channels": 4, "z_dim": 2},
+    "text2image": {"steps": 2, "batch_size": 8, "g_channels": 4, "d_channels": 4, "z_dim": 2},
+    "progan": {
+        "steps": 2,
+        "batch_size": 8,
+        "g_channels": 8,
+        "d_channels": 8,
+        "z_dim": 4,
+        "stage_steps": 1,
+        "fade_steps": 1,
+    },
+    "cyclegan": {
+        "steps": 2,
+        "batch_size": 8,
+        "g_channels": 4,
+        "d_channels": 4,
+        "res_blocks": 1,
+        "domain_b": "sans",
+    },
+    "stargan": {"steps": 2, "batch_size": 8, "g_channels": 4, "d_channels": 4, "res_blocks": 1},
 }
 # What conditional models need to know of their data: a caption vocabulary and domain names.
 EXTRA = {
@@ -165,9 +184,12 @@ def test_same_generator_seed_gives_identical_samples_and_another_seed_different(
     # An untrained DCGAN maps every z to nearly the same grey, so compare its continuous output.
     if hasattr(model, "generate") and model.condition is None:
         a, c = model.generate(6, gen(7)), model.generate(6, gen(8))
-    if model.condition == "image":  # likewise for the noise beside the patches
+    if model.condition == "image":  # likewise for the noise beside the patches ...
         x = condition_for(model, 6)
         a, c = model.complete(x, gen(7))[0], model.complete(x, gen(8))[0]
+    if model.condition == "caption":  # ... and beside the captions
+        words = condition_for(model, 6)
+        a, c = model.generate(words, gen(7)), model.generate(words, gen(8))
     assert not torch.equal(a, c)
 
 
@@ -200,6 +222,10 @@ def test_a_training_step_changes_every_trainable_parameter(case):
         assert changed == {"logits"}, "the baseline is fitted by counting"
         return
     trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    if name == "progan":  # step 0 trains at 4x4: the layers of later resolutions wait their turn
+        later = ("generator_net.blocks.", "generator_net.to_image.1.")
+        later += ("discriminator_net.blocks.", "discriminator_net.from_image.1.")
+        trainable = {k for k in trainable if not k.startswith(later)}
     assert changed == trainable, f"unchanged: {sorted(trainable - changed)}"
 
 

@@ -44,7 +44,8 @@ class GenerativeModel(nn.Module):
     """
 
     name: ClassVar[str] = ""
-    family: ClassVar[str] = ""  # "baseline" | "autoregressive" | "latent-variable" | "adversarial"
+    family: ClassVar[str] = ""  # baseline | autoregressive | latent-variable | adversarial
+    # | conditional | translation (report sections, in that order)
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     phases: tuple[str, ...] = ("model",)
     # What the model is conditioned on, which decides the training pairs (x, y) and the

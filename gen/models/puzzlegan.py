@@ -19,6 +19,7 @@ from torch import nn
 
 from gen.config import require
 from gen.data import DataMeta, from_unit, to_unit
+from gen.models.base import randn
 from gen.models.gan import (
     AdversarialModel,
     GANConfig,
@@ -27,7 +28,6 @@ from gen.models.gan import (
     dcgan_init,
     g_loss,
 )
-from gen.models.base import randn
 
 
 @dataclass

@@ -1,0 +1,495 @@
+"""Unpaired image-to-image translation: CycleGAN (Zhu et al., 2017) between two domains and
+StarGAN (Choi et al., 2018) among all of the data's domains with one generator.
+
+Both train on images of several domains mixed in each batch (y = each image's domain id, in the
+data's numbering, `meta.extra["domains"]`) and are sampled by translating given source images
+to given target domains (`gen.conditions`). They share the conv nets (a residual encoder-decoder
+generator, a PatchGAN-like discriminator), the adversarial loss and the uint8 plumbing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gen.config import require
+from gen.data import DataMeta, from_unit, to_unit
+from gen.models.base import GenerativeModel, ModelConfig
+from gen.models.gan import AdversarialModel, dcgan_init
+
+GAN_LOSSES = ("least_squares", "non_saturating")
+
+
+@dataclass
+class TranslationConfig(ModelConfig):
+    """What both translation models share: the nets' sizes, the adversarial loss and k."""
+
+    steps: int = 2000
+    lr: float = 2e-4
+    beta1: float = 0.5
+    # "least_squares" (LSGAN, CycleGAN's choice): D regresses real -> 1, fake -> 0 and G pushes
+    # its fakes to 1; "non_saturating": the cross-entropy GAN with G maximising log D(G(x)).
+    gan_loss: Literal["least_squares", "non_saturating"] = "least_squares"
+    d_steps: int = 1  # k: discriminator steps per generator step
+    g_channels: int = 32  # generator feature maps at full resolution; doubled per downsampling
+    d_channels: int = 32  # discriminator feature maps at full resolution; doubled likewise
+    res_blocks: int = 2  # residual blocks of the generator, at its lowest resolution
+    max_downsamplings: int = 2  # stride-2 halvings in both nets (fewer on small images)
+    # G edits its input, tanh(atanh(x) + f(x)), instead of drawing the image anew (see
+    # ConvGenerator): on digits it keeps the digit a translation shows.
+    edit: bool = True
+
+    def validate(self, section: str) -> None:
+        super().validate(section)
+        for key in ("d_steps", "g_channels", "d_channels"):
+            require(getattr(self, key) > 0, f"{section}.{key}={getattr(self, key)} must be > 0")
+        for key in ("res_blocks", "max_downsamplings"):
+            require(getattr(self, key) >= 0, f"{section}.{key}={getattr(self, key)} must be >= 0")
+
+
+# ------------------------------------------------------------------------------------- nets
+def downsamplings(height: int, width: int, most: int) -> int:
+    """Stride-2 halvings that keep both sides whole and at least 4 (8x8 -> 1, 32x32 -> 2)."""
+    n, h, w = 0, height, width
+    while n < most and h % 2 == 0 and w % 2 == 0 and min(h, w) >= 8:
+        h, w, n = h // 2, w // 2, n + 1
+    return n
+
+
+class ResidualBlock(nn.Module):
+    """x + conv-norm-relu-conv-norm(x), at constant size (CycleGAN's and StarGAN's block)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.InstanceNorm2d(channels, affine=True),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.InstanceNorm2d(channels, affine=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ConvGenerator(nn.Module):
+    """Encoder (stride-2 convs) / residual blocks / decoder (transposed convs) with instance
+    norm: images in [-1, 1] (plus `cond_channels` condition maps) -> images of the same size.
+
+    With `edit=True` the net predicts a change to its input before the tanh,
+    tanh(atanh(x) + f(x)), so it starts as (nearly) the identity and learns the smallest edit
+    that fools D. Without it (the papers' generators) an unpaired translation of 8x8 digits is
+    free to relabel them (a 4 -> a 1, one domain's 1 -> another's 7: the cycle is consistent),
+    and does on digits.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        width: int,
+        res_blocks: int,
+        n_down: int,
+        cond_channels: int = 0,
+        edit: bool = True,
+    ) -> None:
+        super().__init__()
+        self.edit = edit
+
+        def norm_relu(c: int) -> list[nn.Module]:
+            return [nn.InstanceNorm2d(c, affine=True), nn.ReLU()]
+
+        c = width
+        layers: list[nn.Module] = [
+            nn.Conv2d(channels + cond_channels, c, 3, padding=1, bias=False),
+            *norm_relu(c),
+        ]
+        for _ in range(n_down):
+            layers += [nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False), *norm_relu(2 * c)]
+            c *= 2
+        layers += [ResidualBlock(c) for _ in range(res_blocks)]
+        for _ in range(n_down):
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), *norm_relu(c // 2)]
+            c //= 2
+        layers += [nn.Conv2d(c, channels, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, u: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.net(u if cond is None else torch.cat([u, cond], dim=1))
+        if self.edit:
+            # 0.995: atanh stays finite at +-1; the 0.5% shrink is below half a level of 8-bit data.
+            h = h + torch.atanh(0.995 * u.float()).to(h.dtype)
+        return torch.tanh(h)
+
+
+def patch_discriminator_body(
+    in_channels: int, channels: int, n_down: int
+) -> tuple[nn.Sequential, int]:
+    """Convs with leaky ReLUs down to a map whose every cell sees a patch of the image: the
+    layers and that map's channels. A head on top scores each patch (PatchGAN)."""
+    c = channels
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, c, 3, padding=1), nn.LeakyReLU(0.2)]
+    for _ in range(n_down):
+        layers += [nn.Conv2d(c, 2 * c, 4, 2, 1), nn.LeakyReLU(0.2)]
+        c *= 2
+    return nn.Sequential(*layers), c
+
+
+def patch_discriminator(in_channels: int, channels: int, n_down: int) -> nn.Sequential:
+    """A PatchGAN: one real/fake logit per patch, (N, 1, h, w)."""
+    body, top = patch_discriminator_body(in_channels, channels, n_down)
+    return nn.Sequential(*body, nn.Conv2d(top, 1, 3, padding=1))
+
+
+# ------------------------------------------------------------------------------------- losses
+def mean_or_zero(t: torch.Tensor) -> torch.Tensor:
+    """The mean, or 0 (still in the graph) for an empty tensor: a batch may lack a domain."""
+    return t.sum() / max(t.numel(), 1)
+
+
+def adversarial_loss(logit: torch.Tensor, real: bool, kind: str) -> torch.Tensor:
+    """Mean loss of pushing D's logits toward "real" (`real=True`) or "fake"; 0 when empty.
+
+    D minimises adversarial_loss(D(x), True) + adversarial_loss(D(G(x')), False); G minimises
+    adversarial_loss(D(G(x')), True). `kind` "least_squares" is LSGAN's (a - 1)^2 / a^2;
+    "non_saturating" is -log D / -log(1 - D), as `gen.models.gan.d_loss_terms` / `g_loss`.
+    """
+    logit = logit.float()
+    if kind == "least_squares":
+        per = (logit - 1).pow(2) if real else logit.pow(2)
+    else:
+        per = F.softplus(-logit) if real else F.softplus(logit)
+    return mean_or_zero(per)
+
+
+def apply(net: nn.Module, u: torch.Tensor) -> torch.Tensor:
+    """`net(u)` for an image-to-image net; an empty batch passes through (instance norm cannot
+    take one), so a batch that lacks a domain still has every term, at 0."""
+    return net(u) if len(u) else u
+
+
+def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return mean_or_zero((a.float() - b.float()).abs())
+
+
+# ------------------------------------------------------------------------------ shared base
+class TranslationModel(GenerativeModel):
+    """Shared mechanics: phases ("d",)*k + ("g",), D/G parameter groups, domain checks, and
+    uint8 `translate` / `reconstruct_cycle` / `sample` around a float `translate_unit`."""
+
+    family = "translation"
+    condition = "domain"
+    Config = TranslationConfig
+    generator_net: nn.Module
+    discriminator_net: nn.Module
+    domain_ids: list[int]  # the data's domain ids this model translates between
+
+    def __init__(self, cfg: TranslationConfig, meta: DataMeta) -> None:
+        super().__init__(cfg, meta)
+        require(
+            "domains" in meta.extra,
+            f"{self.name} translates between image domains but data set '{meta.name}' has "
+            "none; set data.domains to typeset, cyclegan_folder, domain_folders or attribute_csv",
+        )
+        self.domain_names = list(meta.extra["domains"])
+        require(
+            len(self.domain_names) >= 2,
+            f"{self.name} needs at least 2 domains; data set '{meta.name}' has "
+            f"{len(self.domain_names)}: {', '.join(self.domain_names)}",
+        )
+        self.phases = ("d",) * cfg.d_steps + ("g",)
+        self.n_down = downsamplings(meta.height, meta.width, cfg.max_downsamplings)
+
+    def domain_id(self, key: str, name: str) -> int:
+        """The data's id of domain `name`, or a ConfigError naming `key` and the known names."""
+        require(
+            name in self.domain_names,
+            f"{self.name}.{key}={name!r} is not a domain of data set '{self.meta.name}'; "
+            f"known: {', '.join(self.domain_names)}",
+        )
+        return self.domain_names.index(name)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {
+            "d": list(self.discriminator_net.parameters()),
+            "g": list(self.generator_net.parameters()),
+        }
+
+    # Real images for D get one level's width of uniform noise, exactly as in the GANs.
+    real_input = AdversarialModel.real_input
+
+    def check_domains(self, y: torch.Tensor | None) -> torch.Tensor:
+        """The batch's domain ids, checked to be ones this model translates between."""
+        if y is None:
+            raise ValueError(
+                f"{self.name} trains on images of several domains and needs their domain ids y "
+                "(see gen.conditions.training_data)"
+            )
+        known = torch.tensor(self.domain_ids, device=y.device)
+        if not torch.isin(y, known).all():
+            bad = sorted(set(y.tolist()) - set(self.domain_ids))
+            raise ValueError(f"{self.name}: domain ids {bad} are not among {self.domain_ids}")
+        return y
+
+    def unknown_phase(self, phase: str) -> ValueError:
+        return ValueError(f"unknown phase {phase!r}; {self.name} has phases {self.phases}")
+
+    # --------------------------------------------------------------------------- translating
+    def translate_unit(self, u: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> their translations to domain ids `target`, differentiable."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def translate(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """uint8 images (n, C, H, W) -> uint8 images in domains `target` (int64 (n,) ids)."""
+        target = torch.as_tensor(target, dtype=torch.long, device=x.device)
+        if target.dim() == 0:
+            target = target.expand(len(x))
+        if target.shape != (len(x),):
+            raise ValueError(f"{len(x)} images but target ids of shape {tuple(target.shape)}")
+        bad = sorted(set(target.tolist()) - set(self.domain_ids))
+        if bad:
+            raise ValueError(
+                f"{self.name} cannot translate to domain ids {bad}; it has "
+                f"{self.domain_ids} ({', '.join(self.names_of(self.domain_ids))})"
+            )
+        return from_unit(
+            self.translate_unit(to_unit(x, self.meta.levels), target), self.meta.levels
+        )
+
+    def names_of(self, ids: list[int]) -> list[str]:
+        return [self.domain_names[i] for i in ids]
+
+    @torch.no_grad()
+    def reconstruct_cycle(
+        self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
+        """uint8 images of domains `source`, translated to `target` and back: the round trip
+        the cycle loss trains, through the quantised translation a user gets."""
+        return self.translate(self.translate(x, target), source)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, condition: Any = None
+    ) -> torch.Tensor:
+        """Translations of `condition = (source images, target domain ids)`, n of each; the
+        translation is deterministic, so `generator` is not used."""
+        if condition is None:
+            raise ValueError(
+                f"{self.name} translates images: sample needs condition=(source uint8 images, "
+                "target domain ids), e.g. from gen.conditions.sampling_conditions"
+            )
+        x, target = condition
+        if len(x) != n:
+            raise ValueError(f"asked for {n} samples but the condition has {len(x)} images")
+        return self.translate(x, target)
+
+
+# ------------------------------------------------------------------------------------ CycleGAN
+@dataclass
+class CycleGANConfig(TranslationConfig):
+    domain_a: str = "handwritten"  # names in the data's domains (meta.extra["domains"])
+    domain_b: str = "serif"
+    cycle_weight: float = 10.0  # lambda of the L1 cycle-consistency loss, both directions
+    # Identity loss |G_AB(b) - b| + |G_BA(a) - a|, weighted identity_weight * cycle_weight as in
+    # the paper (0.5 there for photo <-> painting); 0 disables it.
+    identity_weight: float = 0.5
+
+    def validate(self, section: str) -> None:
+        super().validate(section)
+        require(
+            self.domain_a != self.domain_b,
+            f"{section}.domain_a and domain_b are both {self.domain_a!r}; name two domains",
+        )
+        for key in ("cycle_weight", "identity_weight"):
+            require(getattr(self, key) >= 0, f"{section}.{key}={getattr(self, key)} must be >= 0")
+
+
+class CycleGAN(TranslationModel):
+    """Two generators G_AB, G_BA and two PatchGAN discriminators D_A, D_B; G is trained to
+    fool D and to come back: G_BA(G_AB(a)) ~ a and G_AB(G_BA(b)) ~ b."""
+
+    name = "cyclegan"
+    Config = CycleGANConfig
+
+    def __init__(self, cfg: CycleGANConfig, meta: DataMeta) -> None:
+        super().__init__(cfg, meta)
+        self.domain_ids = [
+            self.domain_id("domain_a", cfg.domain_a),
+            self.domain_id("domain_b", cfg.domain_b),
+        ]
+        c = meta.channels
+
+        def g() -> nn.Module:
+            return ConvGenerator(c, cfg.g_channels, cfg.res_blocks, self.n_down, 0, cfg.edit)
+
+        def d() -> nn.Module:
+            return patch_discriminator(c, cfg.d_channels, self.n_down)
+
+        self.generator_net = nn.ModuleDict({"ab": g(), "ba": g()})
+        self.discriminator_net = nn.ModuleDict({"a": d(), "b": d()})
+        self.apply(dcgan_init)
+
+    def split(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A mixed batch -> its images of domain A and of domain B, in [-1, 1] (either may be
+        empty)."""
+        y = self.check_domains(y)
+        u = to_unit(x, self.meta.levels)
+        a, b = self.domain_ids
+        return u[y == a], u[y == b]
+
+    def loss(
+        self, x: torch.Tensor, phase: str, y: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        cfg, kind = self.cfg, self.cfg.gan_loss
+        G, D = self.generator_net, self.discriminator_net
+        real_a, real_b = self.split(x, y)
+        if phase == "d":
+            with torch.no_grad():
+                fake_b, fake_a = apply(G["ab"], real_a), apply(G["ba"], real_b)
+            noisy = self.real_input(x)
+            a_id, b_id = self.domain_ids
+            da_real, db_real = D["a"](noisy[y == a_id]), D["b"](noisy[y == b_id])
+            da_fake, db_fake = D["a"](fake_a), D["b"](fake_b)
+            d_a = adversarial_loss(da_real, True, kind) + adversarial_loss(da_fake, False, kind)
+            d_b = adversarial_loss(db_real, True, kind) + adversarial_loss(db_fake, False, kind)
+            return {
+                "loss": d_a + d_b,
+                "d_a": d_a.detach(),
+                "d_b": d_b.detach(),
+                "d_real": _score(torch.cat([da_real, db_real]), kind),
+                "d_fake": _score(torch.cat([da_fake, db_fake]), kind),
+            }
+        if phase == "g":
+            fake_b, fake_a = apply(G["ab"], real_a), apply(G["ba"], real_b)
+            adv = adversarial_loss(D["b"](fake_b), True, kind) + adversarial_loss(
+                D["a"](fake_a), True, kind
+            )
+            cycle = l1(apply(G["ba"], fake_b), real_a) + l1(apply(G["ab"], fake_a), real_b)
+            loss = adv + cfg.cycle_weight * cycle
+            terms = {"adv": adv.detach(), "cycle": cycle.detach()}
+            if cfg.identity_weight > 0:
+                identity = l1(apply(G["ab"], real_b), real_b) + l1(apply(G["ba"], real_a), real_a)
+                loss = loss + cfg.identity_weight * cfg.cycle_weight * identity
+                terms["identity"] = identity.detach()
+            return {"loss": loss, **terms}
+        raise self.unknown_phase(phase)
+
+    def translate_unit(self, u: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Target B -> G_AB, target A -> G_BA (the source is the other domain)."""
+        to_b = target == self.domain_ids[1]
+        out = torch.empty_like(u)
+        out[to_b] = apply(self.generator_net["ab"], u[to_b]).to(u.dtype)
+        out[~to_b] = apply(self.generator_net["ba"], u[~to_b]).to(u.dtype)
+        return out
+
+
+# ------------------------------------------------------------------------------------ StarGAN
+@dataclass
+class StarGANConfig(TranslationConfig):
+    cls_weight: float = 1.0  # lambda_cls: domain classification, of reals in D and fakes in G
+    rec_weight: float = 10.0  # lambda_rec: L1 of G(G(x, target), source) against x
+
+    def validate(self, section: str) -> None:
+        super().validate(section)
+        for key in ("cls_weight", "rec_weight"):
+            require(getattr(self, key) >= 0, f"{section}.{key}={getattr(self, key)} must be >= 0")
+
+
+class StarDiscriminator(nn.Module):
+    """A shared conv body with two heads: real/fake per patch, and the domain of the image."""
+
+    def __init__(self, channels: int, width: int, n_down: int, n_domains: int, meta: DataMeta):
+        super().__init__()
+        self.body, top = patch_discriminator_body(channels, width, n_down)
+        h, w = meta.height // 2**n_down, meta.width // 2**n_down
+        self.adv_head = nn.Conv2d(top, 1, 3, padding=1)
+        self.cls_head = nn.Sequential(nn.Conv2d(top, n_domains, (h, w)), nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return self.adv_head(h), self.cls_head(h)
+
+
+class StarGAN(TranslationModel):
+    """One generator G(x, c) for every target domain c (a one-hot map beside the image), and a
+    discriminator that also classifies the domain; a reconstruction G(G(x, c), c_x) ~ x keeps
+    what the translation should not change."""
+
+    name = "stargan"
+    Config = StarGANConfig
+    discriminator_net: StarDiscriminator
+
+    def __init__(self, cfg: StarGANConfig, meta: DataMeta) -> None:
+        super().__init__(cfg, meta)
+        self.domain_ids = list(range(len(self.domain_names)))
+        k, c = len(self.domain_ids), meta.channels
+        self.generator_net = ConvGenerator(
+            c, cfg.g_channels, cfg.res_blocks, self.n_down, k, cfg.edit
+        )
+        self.discriminator_net = StarDiscriminator(c, cfg.d_channels, self.n_down, k, meta)
+        self.apply(dcgan_init)
+
+    def generate(self, u: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """G(x, target): images in [-1, 1] with the target's one-hot broadcast over the image."""
+        one_hot = F.one_hot(target, len(self.domain_ids)).to(u.dtype)
+        maps = one_hot[:, :, None, None].expand(-1, -1, *u.shape[2:])
+        return self.generator_net(u, maps)
+
+    def translate_unit(self, u: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.generate(u, target)
+
+    def random_targets(self, source: torch.Tensor) -> torch.Tensor:
+        """A uniformly drawn other domain for each image."""
+        k = len(self.domain_ids)
+        shift = torch.randint(1, k, source.shape, device=source.device)
+        return (source + shift) % k
+
+    def loss(
+        self, x: torch.Tensor, phase: str, y: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        cfg, kind = self.cfg, self.cfg.gan_loss
+        source = self.check_domains(y)
+        real = to_unit(x, self.meta.levels)
+        target = self.random_targets(source)
+        D = self.discriminator_net
+        if phase == "d":
+            with torch.no_grad():
+                fake = self.generate(real, target)
+            real_adv, real_cls = D(self.real_input(x))
+            fake_adv, _ = D(fake)
+            adv = adversarial_loss(real_adv, True, kind) + adversarial_loss(fake_adv, False, kind)
+            cls = F.cross_entropy(real_cls.float(), source)
+            return {
+                "loss": adv + cfg.cls_weight * cls,
+                "adv": adv.detach(),
+                "cls_real": cls.detach(),
+                "cls_accuracy": (real_cls.argmax(1) == source).float().mean(),
+                "d_real": _score(real_adv, kind),
+                "d_fake": _score(fake_adv, kind),
+            }
+        if phase == "g":
+            fake = self.generate(real, target)
+            fake_adv, fake_cls = D(fake)
+            adv = adversarial_loss(fake_adv, True, kind)
+            cls = F.cross_entropy(fake_cls.float(), target)
+            rec = l1(self.generate(fake, source), real)
+            return {
+                "loss": adv + cfg.cls_weight * cls + cfg.rec_weight * rec,
+                "adv": adv.detach(),
+                "cls_fake": cls.detach(),
+                "rec": rec.detach(),
+                "cls_accuracy_fake": (fake_cls.argmax(1) == target).float().mean(),
+            }
+        raise self.unknown_phase(phase)
+
+
+def _score(logit: torch.Tensor, kind: str) -> torch.Tensor:
+    """How real D finds these images on average, in [0, 1] for the logged d_real / d_fake."""
+    logit = logit.detach().float()
+    per = logit.clamp(0, 1) if kind == "least_squares" else torch.sigmoid(logit)
+    return mean_or_zero(per)
