@@ -78,8 +78,12 @@ def labelled_rows(rows: list[torch.Tensor], labels: list[str], levels: int, path
 
     width = max(len(r) for r in rows)
     h, w = rows[0].shape[-2:]
+    label_inches = 0.3 + 0.065 * max(len(label) for label in labels)  # 8 pt text
     fig, axes = plt.subplots(
-        len(rows), 1, figsize=(2.5 + 0.45 * width * w / h, 0.5 * len(rows) + 0.2), squeeze=False
+        len(rows),
+        1,
+        figsize=(label_inches + 0.45 * width * w / h, 0.5 * len(rows) + 0.2),
+        squeeze=False,
     )
     for ax, row, label in zip(axes[:, 0], rows, labels, strict=True):
         arr = grid_array(row, levels, nrow=len(row))
@@ -87,6 +91,7 @@ def labelled_rows(rows: list[torch.Tensor], labels: list[str], levels: int, path
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        ax.set_anchor("W")  # images start right after the label, whatever the aspect
         for spine in ax.spines.values():
             spine.set_visible(False)
     fig.tight_layout(pad=0.3)
