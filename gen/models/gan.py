@@ -91,6 +91,14 @@ def g_loss(fake_logit: torch.Tensor, kind: str) -> torch.Tensor:
     return -F.softplus(fake_logit).mean()  # log(1 - D(G(z)))
 
 
+def g_loss_terms(fake_logit: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
+    """The generator's loss (`g_loss`) and how D scores the fakes it was computed on."""
+    return {
+        "loss": g_loss(fake_logit, kind),
+        "d_fake_for_g": torch.sigmoid(fake_logit).mean().detach(),
+    }
+
+
 class AdversarialModel(GenerativeModel):
     """Shared GAN mechanics: phases ("d",)*k + ("g",), D/G losses, sampling through tanh."""
 
@@ -135,9 +143,7 @@ class AdversarialModel(GenerativeModel):
                 self.discriminator_net(self.real_input(x)), self.discriminator_net(fake)
             )
         if phase == "g":
-            fake_logit = self.discriminator_net(self.generate(n))
-            loss = g_loss(fake_logit, self.cfg.gan_loss)
-            return {"loss": loss, "d_fake_for_g": torch.sigmoid(fake_logit).mean().detach()}
+            return g_loss_terms(self.discriminator_net(self.generate(n)), self.cfg.gan_loss)
         raise ValueError(f"unknown phase {phase!r}; {self.name} has phases {self.phases}")
 
     @torch.no_grad()

@@ -22,7 +22,7 @@ from torch import nn
 
 from gen.config import require
 from gen.data import DataMeta, from_unit
-from gen.models.gan import AdversarialConfig, AdversarialModel, d_loss_terms, g_loss
+from gen.models.gan import AdversarialConfig, AdversarialModel, d_loss_terms, g_loss_terms
 
 MIN_SIZE = 4  # the first resolution
 
@@ -299,9 +299,7 @@ class ProGAN(AdversarialModel):
                 terms["r1"] = r1.detach()
             return {**terms, "resolution": torch.tensor(float(self.resolution))}
         if phase == "g":
-            fake_logit = self.discriminate(self.generate(n))
-            loss = g_loss(fake_logit, self.cfg.gan_loss)
-            return {"loss": loss, "d_fake_for_g": torch.sigmoid(fake_logit).mean().detach()}
+            return g_loss_terms(self.discriminate(self.generate(n)), self.cfg.gan_loss)
         raise ValueError(f"unknown phase {phase!r}; {self.name} has phases {self.phases}")
 
     # -------------------------------------------------------------------------- sampling

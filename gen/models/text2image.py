@@ -26,7 +26,7 @@ from gen.models.gan import (
     dcgan_discriminator_body,
     dcgan_generator,
     dcgan_init,
-    g_loss,
+    g_loss_terms,
 )
 
 
@@ -159,9 +159,7 @@ class Text2Image(AdversarialModel):
             real = self.real_input(x)
             return matching_aware_d_loss(d(real, words), d(real, mismatched(words)), d(fake, words))
         if phase == "g":
-            fake_logit = d(self.generate(words), words)
-            loss = g_loss(fake_logit, self.cfg.gan_loss)
-            return {"loss": loss, "d_fake_for_g": torch.sigmoid(fake_logit).mean().detach()}
+            return g_loss_terms(d(self.generate(words), words), self.cfg.gan_loss)
         raise ValueError(f"unknown phase {phase!r}; {self.name} has phases {self.phases}")
 
     @torch.no_grad()
