@@ -233,8 +233,15 @@ def build_report(
     figures: list[tuple[str, Path]] = []
     sections: list[tuple[str, list[tuple[str, list[tuple[str, Path]]]]]] = []
     if not df.empty:
-        for key, label, name in (("bpd", "bits/dim", "bpd.png"), ("fid", "FID", "fid.png")):
-            p = _bar(df, key, label, figs / name)
+        charts = [(df, "bpd", "bits/dim", "bpd.png")]
+        # FIDs in different feature spaces are not comparable: one chart per extractor.
+        for i, (extractor, rows) in enumerate(
+            df[df.fid.notna()].groupby("feature_extractor", sort=False)
+        ):
+            name = "fid.png" if i == 0 else f"fid_{_safe(extractor)}.png"
+            charts.append((rows, "fid", f"FID [{extractor}]", name))
+        for rows, key, label, name in charts:
+            p = _bar(rows, key, label, figs / name)
             if p:
                 figures.append((label, p))
         p = _curves(df, figs / "losses.png")

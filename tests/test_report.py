@@ -18,7 +18,14 @@ def store(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
-def finished_run(model: str, family: str, metrics: dict, tmp_path: Path, losses=(3.0, 2.0, 1.5)):
+def finished_run(
+    model: str,
+    family: str,
+    metrics: dict,
+    tmp_path: Path,
+    losses=(3.0, 2.0, 1.5),
+    extractor: str = "classifier",
+):
     run_id = tracking.start_run("digits", model, family, {"model": model, "opt": {"lr": 0.001}})
     for step, value in enumerate(losses, start=1):
         tracking.log_metrics(run_id, {"train/model/loss": value}, step * 10)
@@ -26,7 +33,7 @@ def finished_run(model: str, family: str, metrics: dict, tmp_path: Path, losses=
     grid = save_grid(images, 17, tmp_path / "samples.png")
     tracking.log_artifact(run_id, grid, "samples")
     tracking.log_metrics(run_id, metrics)
-    tracking.set_tags(run_id, {"feature_extractor": "classifier", "bpd_kind": "exact"})
+    tracking.set_tags(run_id, {"feature_extractor": extractor, "bpd_kind": "exact"})
     tracking.finish(run_id)
     return run_id
 
@@ -45,6 +52,16 @@ def test_report_has_a_row_per_model_with_na_where_a_metric_does_not_apply(store:
     html_text = page.read_text()
     assert html_text.count("data:image/png;base64,") == 5  # self-contained: no file references
     assert "figures/" not in html_text
+
+
+def test_fids_of_different_feature_extractors_are_charted_apart(store: Path):
+    finished_run("dcgan", "adversarial", {"fid": 10.0}, store)
+    finished_run("cyclegan", "translation", {"fid": 300.0}, store, extractor="domain-classifier")
+    md, _ = report.build_report("digits", store / "reports", ["dcgan", "cyclegan"])
+    figs = store / "reports" / "figures"
+    assert (figs / "fid.png").exists() and (figs / "fid_domain-classifier.png").exists()
+    text = md.read_text()
+    assert "![FID [classifier]]" in text and "![FID [domain-classifier]]" in text
 
 
 def test_report_takes_the_latest_finished_run_of_each_model(store: Path):
