@@ -132,6 +132,10 @@ class AdversarialModel(GenerativeModel):
         """`n` fakes in [-1, 1], differentiable with respect to the generator."""
         return self.generator_net(self.sample_latent(n, generator))
 
+    def discriminate(self, x: torch.Tensor) -> torch.Tensor:
+        """D's logits for images in [-1, 1] (a growing D also needs to know its stage)."""
+        return self.discriminator_net(x)
+
     def loss(
         self, x: torch.Tensor, phase: str, y: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
@@ -139,11 +143,9 @@ class AdversarialModel(GenerativeModel):
         if phase == "d":
             with torch.no_grad():
                 fake = self.generate(n)
-            return d_loss_terms(
-                self.discriminator_net(self.real_input(x)), self.discriminator_net(fake)
-            )
+            return d_loss_terms(self.discriminate(self.real_input(x)), self.discriminate(fake))
         if phase == "g":
-            return g_loss_terms(self.discriminator_net(self.generate(n)), self.cfg.gan_loss)
+            return g_loss_terms(self.discriminate(self.generate(n)), self.cfg.gan_loss)
         raise ValueError(f"unknown phase {phase!r}; {self.name} has phases {self.phases}")
 
     @torch.no_grad()

@@ -22,7 +22,7 @@ from torch import nn
 
 from gen.config import require
 from gen.data import DataMeta, from_unit
-from gen.models.gan import AdversarialConfig, AdversarialModel, d_loss_terms, g_loss_terms
+from gen.models.gan import AdversarialConfig, AdversarialModel, d_loss_terms
 
 MIN_SIZE = 4  # the first resolution
 
@@ -284,10 +284,11 @@ class ProGAN(AdversarialModel):
     def loss(
         self, x: torch.Tensor, phase: str, y: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        n = len(x)
+        """D's loss on reals at the current resolution, with the optional R1 penalty; G's loss
+        (and unknown phases) as in every GAN here."""
         if phase == "d":
             with torch.no_grad():
-                fake = self.generate(n)
+                fake = self.generate(len(x))
             gamma = self.cfg.r1_gamma
             real = self.at_resolution(self.real_input(x)).requires_grad_(gamma > 0)
             real_logit = self.discriminate(real)
@@ -298,9 +299,7 @@ class ProGAN(AdversarialModel):
                 terms["loss"] = terms["loss"] + 0.5 * gamma * r1
                 terms["r1"] = r1.detach()
             return {**terms, "resolution": torch.tensor(float(self.resolution))}
-        if phase == "g":
-            return g_loss_terms(self.discriminate(self.generate(n)), self.cfg.gan_loss)
-        raise ValueError(f"unknown phase {phase!r}; {self.name} has phases {self.phases}")
+        return super().loss(x, phase, y)
 
     # -------------------------------------------------------------------------- sampling
     @torch.no_grad()
