@@ -92,6 +92,20 @@ def set_params(repo: Path, **sections) -> None:
     path.write_text(yaml.safe_dump(_merge(params, sections), sort_keys=False))
 
 
+# Small helpers the model tests share: seeded generators and parameter snapshots.
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def unchanged(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
+    after = snapshot(module)
+    return all(torch.equal(before[k], after[k]) for k in before)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """Tiny models run fastest on one thread and leave the other core free."""

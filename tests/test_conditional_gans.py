@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import gen, snapshot, unchanged
 
 from gen.captions import build_vocab, tokenize
 from gen.config import ConfigError, from_dict
@@ -42,19 +43,6 @@ def images(n: int, meta: DataMeta = META, seed: int = 0) -> torch.Tensor:
 
 def captions(n: int) -> torch.Tensor:
     return tokenize([CAPTIONS[i % len(CAPTIONS)] for i in range(n)], VOCAB)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.named_parameters()}
-
-
-def unchanged(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
-    after = snapshot(module)
-    return all(torch.equal(before[k], after[k]) for k in before)
 
 
 def step(model, phase: str, x: torch.Tensor, y=None, lr: float = 1e-2) -> dict[str, torch.Tensor]:

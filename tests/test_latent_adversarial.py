@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import gen, snapshot, unchanged
 
 from gen.config import ConfigError
 from gen.data import DataMeta
@@ -48,19 +49,6 @@ def make(name: str, seed: int = 0, meta: DataMeta = META, **overrides):
 def images(n: int, seed: int = 0, meta: DataMeta = META) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, meta.levels, (n, *meta.shape), generator=g, dtype=torch.uint8)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.named_parameters()}
-
-
-def unchanged(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
-    after = snapshot(module)
-    return all(torch.equal(before[k], after[k]) for k in before)
 
 
 def step(model, phase: str, x: torch.Tensor, lr: float = 1e-2) -> dict[str, torch.Tensor]:

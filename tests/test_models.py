@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import gen, snapshot
 
 from gen.conditions import model_domains
 from gen.config import as_dict
@@ -81,10 +82,6 @@ def images(meta: DataMeta, n: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, meta.levels, (n, *meta.shape), generator=g, dtype=torch.uint8)
 
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def labels_for(model, n: int, seed: int = 0) -> torch.Tensor | None:
     """The `y` the trainer would batch for the model's condition kind (see gen.conditions)."""
     g = gen(seed)
@@ -113,10 +110,6 @@ def condition_for(model, n: int, seed: int = 0):
 def draw(model, n: int, generator: torch.Generator, seed: int = 0) -> torch.Tensor:
     cond = condition_for(model, n, seed)
     return model.sample(n, generator) if cond is None else model.sample(n, generator, cond)
-
-
-def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
 @pytest.fixture(params=CASES, ids=[f"{n}-{lv}" for n, lv in CASES])
@@ -214,9 +207,9 @@ def test_likelihood_methods_give_one_value_per_image(case):
 def test_a_training_step_changes_every_trainable_parameter(case):
     name, meta, model = case
     model.cfg.steps = 1
-    before = params(model)
+    before = snapshot(model)
     train(model, images(meta, 16), labels_for(model, 16), progress=False)
-    after = params(model)
+    after = snapshot(model)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     if name == "baseline":
         assert changed == {"logits"}, "the baseline is fitted by counting"
@@ -273,15 +266,15 @@ def test_dcgan_discriminator_step_leaves_generator_parameters_bit_identical():
     opt = torch.optim.Adam(groups["d"], lr=1e-2)
     # Parameters only: the fakes pass through the generator in train mode, which (as in any
     # DCGAN) updates its BatchNorm running statistics.
-    g_before = params(model.generator_net)
-    d_before = params(model.discriminator_net)
+    g_before = snapshot(model.generator_net)
+    d_before = snapshot(model.discriminator_net)
     model.zero_grad(set_to_none=True)
     model.loss(images(meta, 8), "d")["loss"].backward()
     assert all(p.grad is None for p in groups["g"]), "fakes for a D phase are made under no_grad"
     opt.step()
-    g_after = params(model.generator_net)
+    g_after = snapshot(model.generator_net)
     assert all(torch.equal(g_before[k], g_after[k]) for k in g_before)
-    d_after = params(model.discriminator_net)
+    d_after = snapshot(model.discriminator_net)
     assert any(not torch.equal(d_before[k], d_after[k]) for k in d_before)
 
 
@@ -290,13 +283,13 @@ def test_dcgan_generator_step_leaves_discriminator_parameters_bit_identical():
     model = make("dcgan", meta)
     model.train()
     opt = torch.optim.Adam(model.param_groups()["g"], lr=1e-2)
-    d_before = params(model.discriminator_net)
-    g_before = params(model.generator_net)
+    d_before = snapshot(model.discriminator_net)
+    g_before = snapshot(model.generator_net)
     model.zero_grad(set_to_none=True)
     model.loss(images(meta, 8), "g")["loss"].backward()
     opt.step()
-    d_after = params(model.discriminator_net)
-    g_after = params(model.generator_net)
+    d_after = snapshot(model.discriminator_net)
+    g_after = snapshot(model.generator_net)
     assert all(torch.equal(d_before[k], d_after[k]) for k in d_before)
     assert any(not torch.equal(g_before[k], g_after[k]) for k in g_before)
 

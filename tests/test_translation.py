@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import snapshot
 
 from gen.conditions import model_domains, sampling_conditions, training_data
 from gen.config import ConfigError, from_dict
@@ -47,10 +48,6 @@ def other_domains(model, y: torch.Tensor) -> torch.Tensor:
     """For each source id, the next of the model's domains."""
     ids = model.domain_ids
     return torch.tensor([ids[(ids.index(s) + 1) % len(ids)] for s in y.tolist()])
-
-
-def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.named_parameters()}
 
 
 both = pytest.mark.parametrize("name", list(MODELS))
@@ -183,12 +180,12 @@ def test_a_discriminator_step_leaves_the_generator_bit_identical(name):
     model = make(name)
     groups = model.param_groups()
     opt = torch.optim.Adam(groups["d"], lr=1e-2)
-    g_before, d_before = params(model.generator_net), params(model.discriminator_net)
+    g_before, d_before = snapshot(model.generator_net), snapshot(model.discriminator_net)
     model.zero_grad(set_to_none=True)
     model.loss(**batch(model), phase="d")["loss"].backward()
     assert all(p.grad is None for p in groups["g"]), "fakes for a D phase are made under no_grad"
     opt.step()
-    g_after, d_after = params(model.generator_net), params(model.discriminator_net)
+    g_after, d_after = snapshot(model.generator_net), snapshot(model.discriminator_net)
     assert all(torch.equal(g_before[k], g_after[k]) for k in g_before)
     assert any(not torch.equal(d_before[k], d_after[k]) for k in d_before)
 
@@ -197,11 +194,11 @@ def test_a_discriminator_step_leaves_the_generator_bit_identical(name):
 def test_a_generator_step_leaves_the_discriminator_bit_identical(name):
     model = make(name)
     opt = torch.optim.Adam(model.param_groups()["g"], lr=1e-2)
-    g_before, d_before = params(model.generator_net), params(model.discriminator_net)
+    g_before, d_before = snapshot(model.generator_net), snapshot(model.discriminator_net)
     model.zero_grad(set_to_none=True)
     model.loss(**batch(model), phase="g")["loss"].backward()
     opt.step()
-    g_after, d_after = params(model.generator_net), params(model.discriminator_net)
+    g_after, d_after = snapshot(model.generator_net), snapshot(model.discriminator_net)
     assert all(torch.equal(d_before[k], d_after[k]) for k in d_before)
     assert any(not torch.equal(g_before[k], g_after[k]) for k in g_before)
 
