@@ -174,6 +174,41 @@ def test_stargan_generator_loss_is_adversarial_plus_weighted_class_and_reconstru
     assert torch.allclose(terms["loss"], expected)
 
 
+def strided(net: torch.nn.Module) -> int:
+    return sum(1 for m in net.modules() if getattr(m, "stride", (1, 1)) == (2, 2))
+
+
+@both
+def test_g_downsamplings_sets_the_generators_halvings_apart_from_the_discriminators(name):
+    """8x8 images allow one halving; g_downsamplings 0 keeps G at full resolution."""
+    same, local = make(name), make(name, g_downsamplings=0)
+    assert strided(same.generator_net) > 0 and strided(local.generator_net) == 0
+    assert strided(same.discriminator_net) == strided(local.discriminator_net) > 0
+    x, y = mixed(local)
+    assert torch.isfinite(local.loss(x, "g", y)["loss"])
+
+
+@both
+def test_cycle_noise_perturbs_only_the_way_back_of_the_cycle(name):
+    """The adversarial (and identity) terms see the clean translation; the reconstruction
+    varies with the noise drawn for the way back."""
+    x, y = mixed(make(name))
+    back = "cycle" if name == "cyclegan" else "rec"
+
+    def terms(noise: float, seed: int) -> dict[str, torch.Tensor]:
+        model = make(name, cycle_noise=noise)
+        torch.manual_seed(seed)
+        return model.loss(x, "g", y)
+
+    clean, noisy, other = terms(0.0, 1), terms(0.3, 1), terms(0.3, 2)
+    assert not torch.equal(noisy[back], clean[back])
+    assert not torch.equal(noisy[back], other[back])
+    if name == "cyclegan":
+        assert torch.equal(noisy["identity"], clean["identity"])
+    else:
+        assert torch.equal(noisy["adv"], clean["adv"])
+
+
 # ---------------------------------------------------------------------- phase isolation
 @both
 def test_a_discriminator_step_leaves_the_generator_bit_identical(name):
@@ -343,6 +378,8 @@ def test_translation_needs_data_with_at_least_two_domains(name):
         ("gan_loss", "wgan", "not allowed; choose one of: least_squares, non_saturating"),
         ("d_steps", 0, "d_steps=0 must be > 0"),
         ("res_blocks", -1, "res_blocks=-1 must be >= 0"),
+        ("cycle_noise", -0.1, "cycle_noise=-0.1 must be >= 0"),
+        ("g_downsamplings", -1, r"g_downsamplings=-1 must be >= 0 \(or null\)"),
     ],
 )
 def test_bad_values_fail_with_a_one_line_config_error(name, key, value, message):

@@ -39,12 +39,25 @@ class TranslationConfig(ModelConfig):
     d_channels: int = 32  # discriminator feature maps at full resolution; doubled likewise
     res_blocks: int = 2  # residual blocks of the generator, at its lowest resolution
     max_downsamplings: int = 2  # stride-2 halvings in both nets (fewer on small images)
+    # The generator's own, if not max_downsamplings: 0 keeps its edits local (its receptive
+    # field is then 5 + 4 * res_blocks pixels) while D still judges the whole image.
+    g_downsamplings: int | None = None
     # G edits its input, tanh(atanh(x) + f(x)), instead of drawing the image anew (see
     # ConvGenerator): on digits it keeps the digit a translation shows.
     edit: bool = True
+    # Std of Gaussian noise (in [-1, 1] units; one level of 17-level digits is 0.125) added to
+    # a translation before it is translated back in the cycle / reconstruction loss. Without it
+    # G can hide the source in faint pixels ("CycleGAN, a master of steganography", Chu et al.,
+    # 2017) and come back from a relabelled digit; noise makes the way back need what is seen.
+    cycle_noise: float = 0.0
 
     def validate(self, section: str) -> None:
         super().validate(section)
+        require(self.cycle_noise >= 0, f"{section}.cycle_noise={self.cycle_noise} must be >= 0")
+        require(
+            self.g_downsamplings is None or self.g_downsamplings >= 0,
+            f"{section}.g_downsamplings={self.g_downsamplings} must be >= 0 (or null)",
+        )
         for key in ("d_steps", "g_channels", "d_channels"):
             require(getattr(self, key) > 0, f"{section}.{key}={getattr(self, key)} must be > 0")
         for key in ("res_blocks", "max_downsamplings"):
@@ -172,6 +185,12 @@ def apply(net: nn.Module, u: torch.Tensor) -> torch.Tensor:
     return net(u) if len(u) else u
 
 
+def jitter(u: torch.Tensor, std: float) -> torch.Tensor:
+    """`u` plus Gaussian noise of `std`, kept in [-1, 1] (no-op at 0): what the cycle's way
+    back sees."""
+    return (u + std * torch.randn_like(u)).clamp(-1, 1) if std > 0 else u
+
+
 def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return mean_or_zero((a.float() - b.float()).abs())
 
@@ -203,6 +222,8 @@ class TranslationModel(GenerativeModel):
         )
         self.phases = ("d",) * cfg.d_steps + ("g",)
         self.n_down = downsamplings(meta.height, meta.width, cfg.max_downsamplings)
+        g_most = cfg.max_downsamplings if cfg.g_downsamplings is None else cfg.g_downsamplings
+        self.g_down = downsamplings(meta.height, meta.width, g_most)
 
     def domain_id(self, key: str, name: str) -> int:
         """The data's id of domain `name`, or a ConfigError naming `key` and the known names."""
@@ -325,7 +346,7 @@ class CycleGAN(TranslationModel):
         c = meta.channels
 
         def g() -> nn.Module:
-            return ConvGenerator(c, cfg.g_channels, cfg.res_blocks, self.n_down, 0, cfg.edit)
+            return ConvGenerator(c, cfg.g_channels, cfg.res_blocks, self.g_down, 0, cfg.edit)
 
         def d() -> nn.Module:
             return patch_discriminator(c, cfg.d_channels, self.n_down)
@@ -369,7 +390,10 @@ class CycleGAN(TranslationModel):
             adv = adversarial_loss(D["b"](fake_b), True, kind) + adversarial_loss(
                 D["a"](fake_a), True, kind
             )
-            cycle = l1(apply(G["ba"], fake_b), real_a) + l1(apply(G["ab"], fake_a), real_b)
+            noise = cfg.cycle_noise
+            cycle = l1(apply(G["ba"], jitter(fake_b, noise)), real_a) + l1(
+                apply(G["ab"], jitter(fake_a, noise)), real_b
+            )
             loss = adv + cfg.cycle_weight * cycle
             terms = {"adv": adv.detach(), "cycle": cycle.detach()}
             if cfg.identity_weight > 0:
@@ -429,7 +453,7 @@ class StarGAN(TranslationModel):
         self.domain_ids = list(range(len(self.domain_names)))
         k, c = len(self.domain_ids), meta.channels
         self.generator_net = ConvGenerator(
-            c, cfg.g_channels, cfg.res_blocks, self.n_down, k, cfg.edit
+            c, cfg.g_channels, cfg.res_blocks, self.g_down, k, cfg.edit
         )
         self.discriminator_net = StarDiscriminator(c, cfg.d_channels, self.n_down, k, meta)
         self.apply(dcgan_init)
@@ -477,7 +501,7 @@ class StarGAN(TranslationModel):
             fake_adv, fake_cls = D(fake)
             adv = adversarial_loss(fake_adv, True, kind)
             cls = F.cross_entropy(fake_cls.float(), target)
-            rec = l1(self.generate(fake, source), real)
+            rec = l1(self.generate(jitter(fake, cfg.cycle_noise), source), real)
             return {
                 "loss": adv + cfg.cls_weight * cls + cfg.rec_weight * rec,
                 "adv": adv.detach(),
