@@ -53,7 +53,7 @@ class DataConfig:
     # cyclegan_folder | domain_folders | attribute_csv (under domains_root) | none.
     domains: str = "typeset"
     domains_root: str = "data/raw/domains"
-    typeset_styles: list[str] = field(default_factory=lambda: ["sans", "serif"])
+    typeset_styles: list[str] = field(default_factory=lambda: ["bold", "serif"])
 
     def validate(self, section: str = "data") -> None:
         require(

@@ -146,7 +146,7 @@ def test_a_captions_file_needs_an_image_folder():
 # ----------------------------------------------------------------------------------- domains
 def test_digits_come_with_handwritten_and_typeset_domains_of_the_same_format(digits):
     d = digits.domains
-    assert d.names == ["handwritten", "sans", "serif"]
+    assert d.names == ["handwritten", "bold", "serif"]
     assert digits.meta.extra["domains"] == d.names
     assert d.train_x.dtype == torch.uint8 and d.train_x.shape[1:] == (1, 8, 8)
     assert int(d.train_x.max()) <= 16
