@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import gen, snapshot
+from conftest import gen, snapshot, unchanged
 
 from gen.conditions import model_domains
 from gen.config import as_dict
@@ -272,10 +272,8 @@ def test_dcgan_discriminator_step_leaves_generator_parameters_bit_identical():
     model.loss(images(meta, 8), "d")["loss"].backward()
     assert all(p.grad is None for p in groups["g"]), "fakes for a D phase are made under no_grad"
     opt.step()
-    g_after = snapshot(model.generator_net)
-    assert all(torch.equal(g_before[k], g_after[k]) for k in g_before)
-    d_after = snapshot(model.discriminator_net)
-    assert any(not torch.equal(d_before[k], d_after[k]) for k in d_before)
+    assert unchanged(g_before, model.generator_net)
+    assert not unchanged(d_before, model.discriminator_net)
 
 
 def test_dcgan_generator_step_leaves_discriminator_parameters_bit_identical():
@@ -288,10 +286,8 @@ def test_dcgan_generator_step_leaves_discriminator_parameters_bit_identical():
     model.zero_grad(set_to_none=True)
     model.loss(images(meta, 8), "g")["loss"].backward()
     opt.step()
-    d_after = snapshot(model.discriminator_net)
-    g_after = snapshot(model.generator_net)
-    assert all(torch.equal(d_before[k], d_after[k]) for k in d_before)
-    assert any(not torch.equal(g_before[k], g_after[k]) for k in g_before)
+    assert unchanged(d_before, model.discriminator_net)
+    assert not unchanged(g_before, model.generator_net)
 
 
 def test_dcgan_runs_k_discriminator_steps_per_generator_step_with_either_loss():
