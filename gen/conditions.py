@@ -55,6 +55,15 @@ def training_data(model: GenerativeModel, split: Split) -> tuple[torch.Tensor, t
         _need(split, "domains", model)
         d = split.domains
         keep = torch.isin(d.train_d, torch.tensor(model_domains(model)))
+        if getattr(model, "uses_labels", False):
+            labels = d.train_y[keep]
+            if len(labels.unique()) < 2:
+                raise ConfigError(
+                    f"model '{model.name}' is set to use class labels (semantic_weight > 0) but "
+                    "the domain images have none (the folder layouts carry no labels); set "
+                    f"{model.name}.semantic_weight to 0"
+                )
+            return d.train_x[keep], torch.stack([d.train_d[keep], labels], dim=1)
         return d.train_x[keep], d.train_d[keep]
     return split.train_x, split.train_y
 

@@ -14,6 +14,8 @@ import pandas as pd
 
 from pipeline import tracking
 
+LABELS_MARK = "(labels)"  # beside a model trained with class labels it need not have used
+
 # (column in the table, MLflow metric key, format). "n/a" where a model has no such metric.
 COLUMNS = [
     ("bits/dim", "bpd", "{:.3f}"),
@@ -64,6 +66,7 @@ def collect(dataset: str, models: list[str] | None = None) -> pd.DataFrame:
             "commit": str(r.get("tags.git_commit") or "")[:8],
             "dvc_exp": r.get("tags.dvc_exp_name", ""),
             "run_id": r["run_id"],
+            "class_labels": r.get("tags.class_labels") == "yes",
         }
         for key in dict.fromkeys(k for _, k, _ in COLUMNS + CONDITION_COLUMNS):
             value = r.get(f"metrics.{key}")
@@ -108,7 +111,7 @@ def _table(df: pd.DataFrame, columns, tail: list[str]) -> tuple[list[str], list[
     head = ["model", "family"] + [c for c, _, _ in columns] + tail
     body = []
     for _, r in df.iterrows():
-        cells = [r.model, r.family]
+        cells = [f"{r.model} {LABELS_MARK}" if r.get("class_labels") else r.model, r.family]
         for _, key, pattern in columns:
             text = fmt(r[key], pattern)
             if key == "bpd" and text != "n/a" and r.bpd_kind and r.bpd_kind != "exact":
@@ -276,6 +279,14 @@ def _notes(df: pd.DataFrame) -> list[str]:
             "source digit after translation; domain acc = it reads the target domain; cycle err "
             "= mean |x - back(translate(x))|. FID of translations is against the target "
             "domain's test images, averaged over target domains."
+        )
+    if not df.empty and df["class_labels"].any():
+        notes.append(
+            f"{LABELS_MARK}: trained with the training images' class labels as well as their "
+            "domains (cyclegan.semantic_weight > 0: each discriminator also classifies its "
+            "domain's digits and the generators are penalised when a translation reads as "
+            "another digit, CyCADA's semantic consistency); its label kept is not that of "
+            "label-free unpaired translation (semantic_weight 0)."
         )
     if not df.empty and df["exact_test_bpd"].notna().any():
         exact = float(df["exact_test_bpd"].dropna().iloc[0])

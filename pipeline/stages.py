@@ -176,7 +176,9 @@ def train_model(p: Params) -> dict[str, Any]:
         "params": count_params(model),
     }
     tracking.log_metrics(run_id, summary, result.steps)
-    tracking.set_tags(run_id, {"device": str(device)})
+    # Unpaired translation normally sees no class labels; the report marks a run that did.
+    labels = "yes" if getattr(model, "uses_labels", False) else "no"
+    tracking.set_tags(run_id, {"device": str(device), "class_labels": labels})
     return summary
 
 

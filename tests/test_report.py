@@ -64,6 +64,23 @@ def test_fids_of_different_feature_extractors_are_charted_apart(store: Path):
     assert "![FID [classifier]]" in text and "![FID [domain-classifier]]" in text
 
 
+def test_a_translation_trained_with_class_labels_is_marked_and_explained(store: Path):
+    semantic = {"label_preservation": 0.9, "domain_accuracy": 0.9, "fid": 300.0}
+    run_id = finished_run("cyclegan", "translation", semantic, store)
+    tracking.set_tags(run_id, {"class_labels": "yes"})
+    finished_run("stargan", "translation", {"label_preservation": 0.8}, store)
+    md, _ = report.build_report("digits", store / "reports", ["cyclegan", "stargan"])
+    text = md.read_text()
+    assert "| cyclegan (labels) |" in text and "| stargan |" in text
+    assert "(labels): trained with the training images' class labels" in text
+
+
+def test_no_labels_note_when_no_model_used_class_labels(store: Path):
+    finished_run("stargan", "translation", {"label_preservation": 0.8}, store)
+    md, _ = report.build_report("digits", store / "reports", ["stargan"])
+    assert "(labels)" not in md.read_text()
+
+
 def test_report_takes_the_latest_finished_run_of_each_model(store: Path):
     finished_run("vae", "latent-variable", {"bpd": 2.2}, store)
     finished_run("vae", "latent-variable", {"bpd": 2.1}, store)

@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import snapshot, unchanged
 
 from gen.conditions import model_domains, sampling_conditions, training_data
 from gen.config import ConfigError, from_dict
-from gen.data import DataMeta
+from gen.data import DataMeta, to_unit
 from gen.models.gan import d_loss_terms, g_loss
 from gen.models.translation import CycleGAN, StarGAN, adversarial_loss
 from gen.trainer import train
@@ -19,12 +20,17 @@ NAMES = ["handwritten", "sans", "serif"]
 META = DataMeta("tiny", 1, 8, 8, levels=17, n_classes=10, extra={"domains": NAMES})
 TINY = {"steps": 2, "batch_size": 8, "g_channels": 4, "d_channels": 4, "res_blocks": 1}
 MODELS = {"cyclegan": CycleGAN, "stargan": StarGAN}
+# Test ids -> a model and its overrides: the mechanics every variant must share.
+VARIANTS = {
+    **{name: (cls, {}) for name, cls in MODELS.items()},
+    "cyclegan+semantic": (CycleGAN, {"semantic_weight": 1.0}),
+}
 
 
 def make(name: str, meta: DataMeta = META, seed: int = 0, **overrides):
     torch.manual_seed(seed)
-    cls = MODELS[name]
-    return cls(from_dict(cls.Config, name, {**TINY, **overrides}), meta)
+    cls, variant = VARIANTS[name]
+    return cls(from_dict(cls.Config, cls.name, {**TINY, **variant, **overrides}), meta)
 
 
 def images(n: int, seed: int = 0, meta: DataMeta = META) -> torch.Tensor:
@@ -32,10 +38,17 @@ def images(n: int, seed: int = 0, meta: DataMeta = META) -> torch.Tensor:
     return torch.randint(0, meta.levels, (n, *meta.shape), generator=g, dtype=torch.uint8)
 
 
+def with_labels(model, domains: torch.Tensor) -> torch.Tensor:
+    """y for `model`: the domain ids, beside class labels 0, 1, 2... when it uses labels."""
+    if not model.uses_labels:
+        return domains
+    return torch.stack([domains, torch.arange(len(domains)) % model.meta.n_classes], dim=1)
+
+
 def mixed(model, n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch cycling through the model's domains, with its domain ids."""
+    """A batch cycling through the model's domains, with its domain ids (and labels)."""
     ids = torch.tensor(model.domain_ids)
-    return images(n, seed, model.meta), ids[torch.arange(n) % len(ids)]
+    return images(n, seed, model.meta), with_labels(model, ids[torch.arange(n) % len(ids)])
 
 
 def batch(model, n: int = 8) -> dict[str, torch.Tensor]:
@@ -51,6 +64,7 @@ def other_domains(model, y: torch.Tensor) -> torch.Tensor:
 
 
 both = pytest.mark.parametrize("name", list(MODELS))
+variants = pytest.mark.parametrize("name", list(VARIANTS))
 
 
 # ----------------------------------------------------------------------------- domains
@@ -92,7 +106,7 @@ def test_training_data_holds_only_the_domains_a_model_translates(digits):
 
 
 # ------------------------------------------------------------------------------- losses
-@both
+@variants
 def test_loss_of_every_phase_is_a_finite_scalar_with_finite_gradients(name):
     model = make(name)
     x, y = mixed(model)
@@ -106,12 +120,12 @@ def test_loss_of_every_phase_is_a_finite_scalar_with_finite_gradients(name):
         assert grads and all(torch.isfinite(g).all() for g in grads), phase
 
 
-@both
+@variants
 @pytest.mark.parametrize("present", [0, 1])
 def test_a_batch_with_only_one_domain_gives_finite_losses(name, present):
     model = make(name)
     x = images(6)
-    y = torch.full((6,), model.domain_ids[present])
+    y = with_labels(model, torch.full((6,), model.domain_ids[present]))
     for phase in model.phases:
         model.zero_grad(set_to_none=True)
         terms = model.loss(x, phase, y)
@@ -174,6 +188,95 @@ def test_stargan_generator_loss_is_adversarial_plus_weighted_class_and_reconstru
     assert torch.allclose(terms["loss"], expected)
 
 
+def test_semantic_term_is_the_class_heads_cross_entropy_of_translations_vs_source_labels():
+    """Each D classifies its domain's real digits (D loss) and reads the digit of the
+    translations into its domain, which should be the source's (G loss)."""
+    model = make("cyclegan+semantic", semantic_weight=2.0, identity_weight=0.0)
+    x, y = mixed(model)
+    torch.manual_seed(0)
+    g = model.loss(x, "g", y)
+    assert torch.allclose(g["loss"], g["adv"] + 10.0 * g["cycle"] + 2.0 * g["semantic"])
+
+    a_id, b_id = model.domain_ids
+    u = to_unit(x, META.levels)
+    real_a, real_b = u[y[:, 0] == a_id], u[y[:, 0] == b_id]
+    G, D = model.generator_net, model.discriminator_net
+    by_hand = F.cross_entropy(D["b"](G["ab"](real_a))[1], y[y[:, 0] == a_id, 1]) + (
+        F.cross_entropy(D["a"](G["ba"](real_b))[1], y[y[:, 0] == b_id, 1])
+    )
+    assert torch.allclose(g["semantic"], by_hand)
+
+    relabelled = y.clone()
+    relabelled[:, 1] = (relabelled[:, 1] + 3) % 10
+    other = model.loss(x, "g", relabelled)
+    assert not torch.allclose(other["semantic"], g["semantic"])
+    assert torch.equal(other["cycle"], g["cycle"]), "labels touch only the semantic term"
+
+    d = model.loss(x, "d", y)
+    assert torch.allclose(d["loss"], d["d_a"] + d["d_b"] + 2.0 * d["cls_real"])
+
+
+def test_plain_cyclegan_has_no_class_heads_and_needs_no_labels():
+    model = make("cyclegan")
+    assert not model.uses_labels
+    assert isinstance(model.discriminator_net["a"](torch.zeros(2, *META.shape)), torch.Tensor)
+    assert "semantic" not in model.loss(**batch(model), phase="g")
+    semantic = make("cyclegan+semantic")
+    adv, cls = semantic.discriminator_net["b"](torch.zeros(2, *META.shape))
+    assert cls.shape == (2, META.n_classes) and adv.shape[:2] == (2, 1)
+
+
+def test_semantic_cyclegan_refuses_a_batch_without_class_labels():
+    model = make("cyclegan+semantic")
+    x, y = mixed(model)
+    with pytest.raises(ValueError, match="class label"):
+        model.loss(x, "g", y[:, 0])
+
+
+def test_semantic_cyclegan_trains_on_domain_ids_beside_the_images_own_labels(digits):
+    model = make("cyclegan+semantic", digits.meta)
+    x, y = training_data(model, digits)
+    d = digits.domains
+    keep = torch.isin(d.train_d, torch.tensor([0, 2]))
+    assert y.shape == (len(x), 2)
+    assert torch.equal(y[:, 0], d.train_d[keep]) and torch.equal(y[:, 1], d.train_y[keep])
+
+
+def test_semantic_cyclegan_on_domains_without_labels_says_to_turn_it_off(digits):
+    from dataclasses import replace
+
+    unlabelled = replace(digits.domains, train_y=torch.zeros_like(digits.domains.train_y))
+    model = make("cyclegan+semantic", digits.meta)
+    with pytest.raises(ConfigError, match="set cyclegan.semantic_weight to 0") as info:
+        training_data(model, replace(digits, domains=unlabelled))
+    assert "\n" not in str(info.value)
+
+
+def test_the_discriminators_learn_to_read_the_digits_of_their_domains(digits):
+    model = make("cyclegan+semantic", digits.meta, steps=40, batch_size=32, lr=1e-2, d_channels=16)
+    x, y = training_data(model, digits)
+    history = train(model, x, y, progress=False, log_every=5).history
+    read = [row["d/cls_real"] for row in history]
+    assert read[-1] < 0.5 * read[0], read
+
+
+def test_generator_steps_against_fixed_class_heads_lower_the_semantic_term():
+    model = make("cyclegan+semantic", semantic_weight=10.0)
+    x, y = mixed(model, n=16)
+
+    def steps(phase: str, n: int) -> None:
+        opt = torch.optim.Adam(model.param_groups()[phase], lr=1e-2)
+        for _ in range(n):
+            opt.zero_grad(set_to_none=True)
+            model.loss(x, phase, y)["loss"].backward()
+            opt.step()
+
+    steps("d", 30)  # heads that tell the digits apart, then kept fixed
+    first = float(model.loss(x, "g", y)["semantic"])
+    steps("g", 20)
+    assert float(model.loss(x, "g", y)["semantic"]) < 0.5 * first
+
+
 def strided(net: torch.nn.Module) -> int:
     return sum(1 for m in net.modules() if getattr(m, "stride", (1, 1)) == (2, 2))
 
@@ -210,7 +313,7 @@ def test_cycle_noise_perturbs_only_the_way_back_of_the_cycle(name):
 
 
 # ---------------------------------------------------------------------- phase isolation
-@both
+@variants
 def test_a_discriminator_step_leaves_the_generator_bit_identical(name):
     model = make(name)
     groups = model.param_groups()
@@ -224,7 +327,7 @@ def test_a_discriminator_step_leaves_the_generator_bit_identical(name):
     assert not unchanged(d_before, model.discriminator_net)
 
 
-@both
+@variants
 def test_a_generator_step_leaves_the_discriminator_bit_identical(name):
     model = make(name)
     opt = torch.optim.Adam(model.param_groups()["g"], lr=1e-2)
@@ -236,7 +339,7 @@ def test_a_generator_step_leaves_the_discriminator_bit_identical(name):
     assert not unchanged(g_before, model.generator_net)
 
 
-@both
+@variants
 def test_parameter_groups_are_disjoint_and_cover_the_model(name):
     model = make(name)
     d, g = ({id(p) for p in ps} for ps in model.param_groups().values())
@@ -332,7 +435,7 @@ def test_sampling_conditions_from_digits_drive_sample(name, digits):
 
 
 # ------------------------------------------------------------------------------- learning
-@both
+@variants
 @pytest.mark.parametrize("gan_loss", ["least_squares", "non_saturating"])
 def test_a_few_training_steps_on_digits_lower_the_cycle_loss(name, gan_loss, digits):
     model = make(
@@ -340,7 +443,7 @@ def test_a_few_training_steps_on_digits_lower_the_cycle_loss(name, gan_loss, dig
     )
     x, y = training_data(model, digits)
     result = train(model, x, y, progress=False, log_every=5)
-    key = "g/cycle" if name == "cyclegan" else "g/rec"
+    key = "g/rec" if name == "stargan" else "g/cycle"
     values = [row[key] for row in result.history]
     assert all(math.isfinite(v) for row in result.history for v in row.values())
     assert values[-1] < 0.7 * values[0], values
@@ -352,6 +455,11 @@ def test_cyclegan_rejects_an_unknown_domain_naming_it_and_the_known_ones():
         ConfigError, match=r"cyclegan\.domain_b='cursive'.*handwritten, sans, serif"
     ):
         make("cyclegan", domain_b="cursive")
+
+
+def test_cyclegan_rejects_a_negative_semantic_weight():
+    with pytest.raises(ConfigError, match=r"cyclegan\.semantic_weight=-1.0 must be >= 0"):
+        make("cyclegan", semantic_weight=-1.0)
 
 
 def test_cyclegan_rejects_the_same_domain_twice():

@@ -158,6 +158,22 @@ def patch_discriminator(in_channels: int, channels: int, n_down: int) -> nn.Sequ
     return nn.Sequential(*body, nn.Conv2d(top, 1, 3, padding=1))
 
 
+class TwoHeadDiscriminator(nn.Module):
+    """A shared conv body with two heads: real/fake per patch, and a class of the whole image
+    (StarGAN's domain, or the digit for CycleGAN's semantic term)."""
+
+    def __init__(self, channels: int, width: int, n_down: int, n_classes: int, meta: DataMeta):
+        super().__init__()
+        self.body, top = patch_discriminator_body(channels, width, n_down)
+        h, w = meta.height // 2**n_down, meta.width // 2**n_down
+        self.adv_head = nn.Conv2d(top, 1, 3, padding=1)
+        self.cls_head = nn.Sequential(nn.Conv2d(top, n_classes, (h, w)), nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return self.adv_head(h), self.cls_head(h)
+
+
 # ------------------------------------------------------------------------------------- losses
 def mean_or_zero(t: torch.Tensor) -> torch.Tensor:
     """The mean, or 0 (still in the graph) for an empty tensor: a batch may lack a domain."""
@@ -183,6 +199,11 @@ def apply(net: nn.Module, u: torch.Tensor) -> torch.Tensor:
     """`net(u)` for an image-to-image net; an empty batch passes through (instance norm cannot
     take one), so a batch that lacks a domain still has every term, at 0."""
     return net(u) if len(u) else u
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy, or 0 for an empty batch (a batch may lack a domain)."""
+    return mean_or_zero(F.cross_entropy(logits.float(), labels, reduction="none"))
 
 
 def jitter(u: torch.Tensor, std: float) -> torch.Tensor:
@@ -243,8 +264,16 @@ class TranslationModel(GenerativeModel):
     # Real images for D get one level's width of uniform noise, exactly as in the GANs.
     real_input = AdversarialModel.real_input
 
+    @property
+    def uses_labels(self) -> bool:
+        """Whether training needs each image's class label beside its domain id (then y is
+        (n, 2): domain id, label; see gen.conditions.training_data)."""
+        return False
+
     def check_domains(self, y: torch.Tensor | None) -> torch.Tensor:
         """The batch's domain ids, checked to be ones this model translates between."""
+        if y is not None and y.dim() == 2:
+            y = y[:, 0]
         if y is None:
             raise ValueError(
                 f"{self.name} trains on images of several domains and needs their domain ids y "
@@ -319,6 +348,12 @@ class CycleGANConfig(TranslationConfig):
     # Identity loss |G_AB(b) - b| + |G_BA(a) - a|, weighted identity_weight * cycle_weight as in
     # the paper (0.5 there for photo <-> painting); 0 disables it.
     identity_weight: float = 0.5
+    # Semantic consistency (CyCADA, Hoffman et al., 2018): each D also classifies the digits of
+    # its domain's real images, and G is penalised when D's classifier reads another digit in a
+    # translation than its source's label. The cycle cannot see a consistent relabelling
+    # (A's 4 -> B's 1 -> A's 4); this term can, at the price of using the training images'
+    # class labels (the data's own, never the evaluation classifier). 0 is plain CycleGAN.
+    semantic_weight: float = 0.0
 
     def validate(self, section: str) -> None:
         super().validate(section)
@@ -326,7 +361,7 @@ class CycleGANConfig(TranslationConfig):
             self.domain_a != self.domain_b,
             f"{section}.domain_a and domain_b are both {self.domain_a!r}; name two domains",
         )
-        for key in ("cycle_weight", "identity_weight"):
+        for key in ("cycle_weight", "identity_weight", "semantic_weight"):
             require(getattr(self, key) >= 0, f"{section}.{key}={getattr(self, key)} must be >= 0")
 
 
@@ -349,11 +384,17 @@ class CycleGAN(TranslationModel):
             return ConvGenerator(c, cfg.g_channels, cfg.res_blocks, self.g_down, 0, cfg.edit)
 
         def d() -> nn.Module:
+            if self.uses_labels:  # a class head beside the patch scores
+                return TwoHeadDiscriminator(c, cfg.d_channels, self.n_down, meta.n_classes, meta)
             return patch_discriminator(c, cfg.d_channels, self.n_down)
 
         self.generator_net = nn.ModuleDict({"ab": g(), "ba": g()})
         self.discriminator_net = nn.ModuleDict({"a": d(), "b": d()})
         self.apply(dcgan_init)
+
+    @property
+    def uses_labels(self) -> bool:
+        return self.cfg.semantic_weight > 0
 
     def split(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """A mixed batch -> its images of domain A and of domain B, in [-1, 1] (either may be
@@ -363,33 +404,59 @@ class CycleGAN(TranslationModel):
         a, b = self.domain_ids
         return u[y == a], u[y == b]
 
+    def split_labels(self, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The class labels of the batch's A and B images (y is (n, 2) when uses_labels)."""
+        if y is None or y.dim() != 2:
+            raise ValueError(
+                f"{self.name} with semantic_weight > 0 needs y = (domain id, class label) per "
+                "image (see gen.conditions.training_data)"
+            )
+        a, b = self.domain_ids
+        return y[y[:, 0] == a, 1], y[y[:, 0] == b, 1]
+
+    def patch_logits(self, key: str, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D_key's real/fake logits for `u` and, with the semantic term, its class logits
+        (else an empty placeholder, never used)."""
+        out = self.discriminator_net[key](u)  # convs only: an empty batch gives empty logits
+        return out if isinstance(out, tuple) else (out, u.new_empty(0))
+
     def loss(
         self, x: torch.Tensor, phase: str, y: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         cfg, kind = self.cfg, self.cfg.gan_loss
-        G, D = self.generator_net, self.discriminator_net
+        G = self.generator_net
         real_a, real_b = self.split(x, y)
+        if self.uses_labels:
+            label_a, label_b = self.split_labels(y)
         if phase == "d":
             with torch.no_grad():
                 fake_b, fake_a = apply(G["ab"], real_a), apply(G["ba"], real_b)
             noisy = self.real_input(x)
+            domain = self.check_domains(y)
             a_id, b_id = self.domain_ids
-            da_real, db_real = D["a"](noisy[y == a_id]), D["b"](noisy[y == b_id])
-            da_fake, db_fake = D["a"](fake_a), D["b"](fake_b)
+            da_real, cls_a = self.patch_logits("a", noisy[domain == a_id])
+            db_real, cls_b = self.patch_logits("b", noisy[domain == b_id])
+            da_fake, _ = self.patch_logits("a", fake_a)
+            db_fake, _ = self.patch_logits("b", fake_b)
             d_a = adversarial_loss(da_real, True, kind) + adversarial_loss(da_fake, False, kind)
             d_b = adversarial_loss(db_real, True, kind) + adversarial_loss(db_fake, False, kind)
-            return {
+            terms = {
                 "loss": d_a + d_b,
                 "d_a": d_a.detach(),
                 "d_b": d_b.detach(),
                 "d_real": _score(torch.cat([da_real, db_real]), kind),
                 "d_fake": _score(torch.cat([da_fake, db_fake]), kind),
             }
+            if self.uses_labels:
+                cls = cross_entropy(cls_a, label_a) + cross_entropy(cls_b, label_b)
+                terms["loss"] = terms["loss"] + cfg.semantic_weight * cls
+                terms["cls_real"] = cls.detach()
+            return terms
         if phase == "g":
             fake_b, fake_a = apply(G["ab"], real_a), apply(G["ba"], real_b)
-            adv = adversarial_loss(D["b"](fake_b), True, kind) + adversarial_loss(
-                D["a"](fake_a), True, kind
-            )
+            db_fake, cls_fake_b = self.patch_logits("b", fake_b)
+            da_fake, cls_fake_a = self.patch_logits("a", fake_a)
+            adv = adversarial_loss(db_fake, True, kind) + adversarial_loss(da_fake, True, kind)
             noise = cfg.cycle_noise
             cycle = l1(apply(G["ba"], jitter(fake_b, noise)), real_a) + l1(
                 apply(G["ab"], jitter(fake_a, noise)), real_b
@@ -400,6 +467,11 @@ class CycleGAN(TranslationModel):
                 identity = l1(apply(G["ab"], real_b), real_b) + l1(apply(G["ba"], real_a), real_a)
                 loss = loss + cfg.identity_weight * cfg.cycle_weight * identity
                 terms["identity"] = identity.detach()
+            if self.uses_labels:
+                # A translation should read as its source's digit in the target domain.
+                semantic = cross_entropy(cls_fake_b, label_a) + cross_entropy(cls_fake_a, label_b)
+                loss = loss + cfg.semantic_weight * semantic
+                terms["semantic"] = semantic.detach()
             return {"loss": loss, **terms}
         raise self.unknown_phase(phase)
 
@@ -424,21 +496,6 @@ class StarGANConfig(TranslationConfig):
             require(getattr(self, key) >= 0, f"{section}.{key}={getattr(self, key)} must be >= 0")
 
 
-class StarDiscriminator(nn.Module):
-    """A shared conv body with two heads: real/fake per patch, and the domain of the image."""
-
-    def __init__(self, channels: int, width: int, n_down: int, n_domains: int, meta: DataMeta):
-        super().__init__()
-        self.body, top = patch_discriminator_body(channels, width, n_down)
-        h, w = meta.height // 2**n_down, meta.width // 2**n_down
-        self.adv_head = nn.Conv2d(top, 1, 3, padding=1)
-        self.cls_head = nn.Sequential(nn.Conv2d(top, n_domains, (h, w)), nn.Flatten())
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.body(x)
-        return self.adv_head(h), self.cls_head(h)
-
-
 class StarGAN(TranslationModel):
     """One generator G(x, c) for every target domain c (a one-hot map beside the image), and a
     discriminator that also classifies the domain; a reconstruction G(G(x, c), c_x) ~ x keeps
@@ -446,7 +503,7 @@ class StarGAN(TranslationModel):
 
     name = "stargan"
     Config = StarGANConfig
-    discriminator_net: StarDiscriminator
+    discriminator_net: TwoHeadDiscriminator
 
     def __init__(self, cfg: StarGANConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)
@@ -455,7 +512,7 @@ class StarGAN(TranslationModel):
         self.generator_net = ConvGenerator(
             c, cfg.g_channels, cfg.res_blocks, self.g_down, k, cfg.edit
         )
-        self.discriminator_net = StarDiscriminator(c, cfg.d_channels, self.n_down, k, meta)
+        self.discriminator_net = TwoHeadDiscriminator(c, cfg.d_channels, self.n_down, k, meta)
         self.apply(dcgan_init)
 
     def generate(self, u: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
