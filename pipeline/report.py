@@ -283,10 +283,10 @@ def _notes(df: pd.DataFrame) -> list[str]:
     if not df.empty and df["class_labels"].any():
         notes.append(
             f"{LABELS_MARK}: trained with the training images' class labels as well as their "
-            "domains (cyclegan.semantic_weight > 0: each discriminator also classifies its "
-            "domain's digits and the generators are penalised when a translation reads as "
-            "another digit, CyCADA's semantic consistency); its label kept is not that of "
-            "label-free unpaired translation (semantic_weight 0)."
+            "domains (semantic_weight > 0: the discriminator also classifies the digits of real "
+            "images and the generator is penalised when a translation reads as another digit, "
+            "CyCADA's semantic consistency); its label kept is not that of label-free unpaired "
+            "translation (semantic_weight 0)."
         )
     if not df.empty and df["exact_test_bpd"].notna().any():
         exact = float(df["exact_test_bpd"].dropna().iloc[0])

@@ -24,6 +24,7 @@ MODELS = {"cyclegan": CycleGAN, "stargan": StarGAN}
 VARIANTS = {
     **{name: (cls, {}) for name, cls in MODELS.items()},
     "cyclegan+semantic": (CycleGAN, {"semantic_weight": 1.0}),
+    "stargan+semantic": (StarGAN, {"semantic_weight": 1.0}),
 }
 
 
@@ -216,6 +217,31 @@ def test_semantic_term_is_the_class_heads_cross_entropy_of_translations_vs_sourc
     assert torch.allclose(d["loss"], d["d_a"] + d["d_b"] + 2.0 * d["cls_real"])
 
 
+def test_stargan_semantic_term_reads_the_digit_of_translations_beside_their_domain():
+    model = make("stargan+semantic", semantic_weight=2.0, cls_weight=3.0, rec_weight=5.0)
+    x, y = mixed(model)
+    adv, domain, digit = model.judge(torch.zeros(4, *META.shape))
+    assert domain.shape == (4, len(NAMES)) and digit.shape == (4, META.n_classes)
+    torch.manual_seed(0)
+    g = model.loss(x, "g", y)
+    expected = g["adv"] + 3.0 * g["cls_fake"] + 5.0 * g["rec"] + 2.0 * g["semantic"]
+    assert torch.allclose(g["loss"], expected)
+
+    torch.manual_seed(0)  # the same draw of target domains as inside loss
+    fake = model.generate(to_unit(x, META.levels), model.random_targets(y[:, 0]))
+    assert torch.allclose(g["semantic"], F.cross_entropy(model.judge(fake)[2], y[:, 1]))
+    d = model.loss(x, "d", y)
+    assert torch.allclose(d["loss"], d["adv"] + 3.0 * d["cls_real"] + 2.0 * d["digit_real"])
+
+
+def test_plain_stargan_reads_only_the_domain():
+    model = make("stargan")
+    assert not model.uses_labels
+    _, domain, digit = model.judge(torch.zeros(4, *META.shape))
+    assert domain.shape == (4, len(NAMES)) and digit.shape == (4, 0)
+    assert "semantic" not in model.loss(**batch(model), phase="g")
+
+
 def test_plain_cyclegan_has_no_class_heads_and_needs_no_labels():
     model = make("cyclegan")
     assert not model.uses_labels
@@ -226,28 +252,31 @@ def test_plain_cyclegan_has_no_class_heads_and_needs_no_labels():
     assert cls.shape == (2, META.n_classes) and adv.shape[:2] == (2, 1)
 
 
-def test_semantic_cyclegan_refuses_a_batch_without_class_labels():
-    model = make("cyclegan+semantic")
+@pytest.mark.parametrize("name", ["cyclegan+semantic", "stargan+semantic"])
+def test_the_semantic_term_refuses_a_batch_without_class_labels(name):
+    model = make(name)
     x, y = mixed(model)
     with pytest.raises(ValueError, match="class label"):
         model.loss(x, "g", y[:, 0])
 
 
-def test_semantic_cyclegan_trains_on_domain_ids_beside_the_images_own_labels(digits):
-    model = make("cyclegan+semantic", digits.meta)
+@pytest.mark.parametrize("name", ["cyclegan+semantic", "stargan+semantic"])
+def test_the_semantic_term_trains_on_domain_ids_beside_the_images_own_labels(name, digits):
+    model = make(name, digits.meta)
     x, y = training_data(model, digits)
     d = digits.domains
-    keep = torch.isin(d.train_d, torch.tensor([0, 2]))
+    keep = torch.isin(d.train_d, torch.tensor(model.domain_ids))
     assert y.shape == (len(x), 2)
     assert torch.equal(y[:, 0], d.train_d[keep]) and torch.equal(y[:, 1], d.train_y[keep])
 
 
-def test_semantic_cyclegan_on_domains_without_labels_says_to_turn_it_off(digits):
+@pytest.mark.parametrize("name", ["cyclegan+semantic", "stargan+semantic"])
+def test_the_semantic_term_on_domains_without_labels_says_to_turn_it_off(name, digits):
     from dataclasses import replace
 
     unlabelled = replace(digits.domains, train_y=torch.zeros_like(digits.domains.train_y))
-    model = make("cyclegan+semantic", digits.meta)
-    with pytest.raises(ConfigError, match="set cyclegan.semantic_weight to 0") as info:
+    model = make(name, digits.meta)
+    with pytest.raises(ConfigError, match=f"set {model.name}.semantic_weight to 0") as info:
         training_data(model, replace(digits, domains=unlabelled))
     assert "\n" not in str(info.value)
 
@@ -443,7 +472,7 @@ def test_a_few_training_steps_on_digits_lower_the_cycle_loss(name, gan_loss, dig
     )
     x, y = training_data(model, digits)
     result = train(model, x, y, progress=False, log_every=5)
-    key = "g/rec" if name == "stargan" else "g/cycle"
+    key = "g/rec" if name.startswith("stargan") else "g/cycle"
     values = [row[key] for row in result.history]
     assert all(math.isfinite(v) for row in result.history for v in row.values())
     assert values[-1] < 0.7 * values[0], values
@@ -455,11 +484,6 @@ def test_cyclegan_rejects_an_unknown_domain_naming_it_and_the_known_ones():
         ConfigError, match=r"cyclegan\.domain_b='cursive'.*handwritten, sans, serif"
     ):
         make("cyclegan", domain_b="cursive")
-
-
-def test_cyclegan_rejects_a_negative_semantic_weight():
-    with pytest.raises(ConfigError, match=r"cyclegan\.semantic_weight=-1.0 must be >= 0"):
-        make("cyclegan", semantic_weight=-1.0)
 
 
 def test_cyclegan_rejects_the_same_domain_twice():
@@ -486,6 +510,7 @@ def test_translation_needs_data_with_at_least_two_domains(name):
         ("res_blocks", -1, "res_blocks=-1 must be >= 0"),
         ("cycle_noise", -0.1, "cycle_noise=-0.1 must be >= 0"),
         ("g_downsamplings", -1, r"g_downsamplings=-1 must be >= 0 \(or null\)"),
+        ("semantic_weight", -1.0, "semantic_weight=-1.0 must be >= 0"),
     ],
 )
 def test_bad_values_fail_with_a_one_line_config_error(name, key, value, message):

@@ -50,10 +50,20 @@ class TranslationConfig(ModelConfig):
     # G can hide the source in faint pixels ("CycleGAN, a master of steganography", Chu et al.,
     # 2017) and come back from a relabelled digit; noise makes the way back need what is seen.
     cycle_noise: float = 0.0
+    # Semantic consistency (CyCADA, Hoffman et al., 2018): D also classifies the digits of real
+    # images, and G is penalised when D reads another digit in a translation than its source's
+    # label. The cycle cannot see a consistent relabelling (A's 4 -> B's 1 -> A's 4); this term
+    # can, at the price of using the training images' class labels (the data's own, never the
+    # evaluation classifier). 0 is the papers' label-free translation.
+    semantic_weight: float = 0.0
 
     def validate(self, section: str) -> None:
         super().validate(section)
         require(self.cycle_noise >= 0, f"{section}.cycle_noise={self.cycle_noise} must be >= 0")
+        require(
+            self.semantic_weight >= 0,
+            f"{section}.semantic_weight={self.semantic_weight} must be >= 0",
+        )
         require(
             self.g_downsamplings is None or self.g_downsamplings >= 0,
             f"{section}.g_downsamplings={self.g_downsamplings} must be >= 0 (or null)",
@@ -268,7 +278,16 @@ class TranslationModel(GenerativeModel):
     def uses_labels(self) -> bool:
         """Whether training needs each image's class label beside its domain id (then y is
         (n, 2): domain id, label; see gen.conditions.training_data)."""
-        return False
+        return self.cfg.semantic_weight > 0
+
+    def class_labels(self, y: torch.Tensor | None) -> torch.Tensor:
+        """The batch's class labels, which the semantic term needs beside the domain ids."""
+        if y is None or y.dim() != 2:
+            raise ValueError(
+                f"{self.name} with semantic_weight > 0 needs y = (domain id, class label) per "
+                "image (see gen.conditions.training_data)"
+            )
+        return y[:, 1]
 
     def check_domains(self, y: torch.Tensor | None) -> torch.Tensor:
         """The batch's domain ids, checked to be ones this model translates between."""
@@ -348,12 +367,6 @@ class CycleGANConfig(TranslationConfig):
     # Identity loss |G_AB(b) - b| + |G_BA(a) - a|, weighted identity_weight * cycle_weight as in
     # the paper (0.5 there for photo <-> painting); 0 disables it.
     identity_weight: float = 0.5
-    # Semantic consistency (CyCADA, Hoffman et al., 2018): each D also classifies the digits of
-    # its domain's real images, and G is penalised when D's classifier reads another digit in a
-    # translation than its source's label. The cycle cannot see a consistent relabelling
-    # (A's 4 -> B's 1 -> A's 4); this term can, at the price of using the training images'
-    # class labels (the data's own, never the evaluation classifier). 0 is plain CycleGAN.
-    semantic_weight: float = 0.0
 
     def validate(self, section: str) -> None:
         super().validate(section)
@@ -361,7 +374,7 @@ class CycleGANConfig(TranslationConfig):
             self.domain_a != self.domain_b,
             f"{section}.domain_a and domain_b are both {self.domain_a!r}; name two domains",
         )
-        for key in ("cycle_weight", "identity_weight", "semantic_weight"):
+        for key in ("cycle_weight", "identity_weight"):
             require(getattr(self, key) >= 0, f"{section}.{key}={getattr(self, key)} must be >= 0")
 
 
@@ -392,10 +405,6 @@ class CycleGAN(TranslationModel):
         self.discriminator_net = nn.ModuleDict({"a": d(), "b": d()})
         self.apply(dcgan_init)
 
-    @property
-    def uses_labels(self) -> bool:
-        return self.cfg.semantic_weight > 0
-
     def split(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """A mixed batch -> its images of domain A and of domain B, in [-1, 1] (either may be
         empty)."""
@@ -405,14 +414,10 @@ class CycleGAN(TranslationModel):
         return u[y == a], u[y == b]
 
     def split_labels(self, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The class labels of the batch's A and B images (y is (n, 2) when uses_labels)."""
-        if y is None or y.dim() != 2:
-            raise ValueError(
-                f"{self.name} with semantic_weight > 0 needs y = (domain id, class label) per "
-                "image (see gen.conditions.training_data)"
-            )
+        """The class labels of the batch's A and B images."""
+        labels, domain = self.class_labels(y), self.check_domains(y)
         a, b = self.domain_ids
-        return y[y[:, 0] == a, 1], y[y[:, 0] == b, 1]
+        return labels[domain == a], labels[domain == b]
 
     def patch_logits(self, key: str, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """D_key's real/fake logits for `u` and, with the semantic term, its class logits
@@ -499,7 +504,8 @@ class StarGANConfig(TranslationConfig):
 class StarGAN(TranslationModel):
     """One generator G(x, c) for every target domain c (a one-hot map beside the image), and a
     discriminator that also classifies the domain; a reconstruction G(G(x, c), c_x) ~ x keeps
-    what the translation should not change."""
+    what the translation should not change. With the semantic term D's class head also reads
+    the digit (k domain logits, then the data's class logits)."""
 
     name = "stargan"
     Config = StarGANConfig
@@ -512,8 +518,15 @@ class StarGAN(TranslationModel):
         self.generator_net = ConvGenerator(
             c, cfg.g_channels, cfg.res_blocks, self.g_down, k, cfg.edit
         )
-        self.discriminator_net = TwoHeadDiscriminator(c, cfg.d_channels, self.n_down, k, meta)
+        heads = k + (meta.n_classes if self.uses_labels else 0)
+        self.discriminator_net = TwoHeadDiscriminator(c, cfg.d_channels, self.n_down, heads, meta)
         self.apply(dcgan_init)
+
+    def judge(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """D's real/fake logits, domain logits and (with the semantic term) digit logits."""
+        adv, cls = self.discriminator_net(u)
+        k = len(self.domain_ids)
+        return adv, cls[:, :k], cls[:, k:]
 
     def generate(self, u: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """G(x, target): images in [-1, 1] with the target's one-hot broadcast over the image."""
@@ -537,15 +550,15 @@ class StarGAN(TranslationModel):
         source = self.check_domains(y)
         real = to_unit(x, self.meta.levels)
         target = self.random_targets(source)
-        D = self.discriminator_net
+        labels = self.class_labels(y) if self.uses_labels else None
         if phase == "d":
             with torch.no_grad():
                 fake = self.generate(real, target)
-            real_adv, real_cls = D(self.real_input(x))
-            fake_adv, _ = D(fake)
+            real_adv, real_cls, real_digit = self.judge(self.real_input(x))
+            fake_adv, _, _ = self.judge(fake)
             adv = adversarial_loss(real_adv, True, kind) + adversarial_loss(fake_adv, False, kind)
             cls = F.cross_entropy(real_cls.float(), source)
-            return {
+            terms = {
                 "loss": adv + cfg.cls_weight * cls,
                 "adv": adv.detach(),
                 "cls_real": cls.detach(),
@@ -553,19 +566,29 @@ class StarGAN(TranslationModel):
                 "d_real": _score(real_adv, kind),
                 "d_fake": _score(fake_adv, kind),
             }
+            if labels is not None:
+                digit = cross_entropy(real_digit, labels)
+                terms["loss"] = terms["loss"] + cfg.semantic_weight * digit
+                terms["digit_real"] = digit.detach()
+            return terms
         if phase == "g":
             fake = self.generate(real, target)
-            fake_adv, fake_cls = D(fake)
+            fake_adv, fake_cls, fake_digit = self.judge(fake)
             adv = adversarial_loss(fake_adv, True, kind)
             cls = F.cross_entropy(fake_cls.float(), target)
             rec = l1(self.generate(jitter(fake, cfg.cycle_noise), source), real)
-            return {
-                "loss": adv + cfg.cls_weight * cls + cfg.rec_weight * rec,
+            loss = adv + cfg.cls_weight * cls + cfg.rec_weight * rec
+            terms = {
                 "adv": adv.detach(),
                 "cls_fake": cls.detach(),
                 "rec": rec.detach(),
                 "cls_accuracy_fake": (fake_cls.argmax(1) == target).float().mean(),
             }
+            if labels is not None:  # the translation should read as its source's digit
+                semantic = cross_entropy(fake_digit, labels)
+                loss = loss + cfg.semantic_weight * semantic
+                terms["semantic"] = semantic.detach()
+            return {"loss": loss, **terms}
         raise self.unknown_phase(phase)
 
 
