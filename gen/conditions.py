@@ -55,7 +55,7 @@ def training_data(model: GenerativeModel, split: Split) -> tuple[torch.Tensor, t
         _need(split, "domains", model)
         d = split.domains
         keep = torch.isin(d.train_d, torch.tensor(model_domains(model)))
-        if getattr(model, "uses_labels", False):
+        if model.uses_labels:
             labels = d.train_y[keep]
             if len(labels.unique()) < 2:
                 raise ConfigError(

@@ -177,7 +177,7 @@ def train_model(p: Params) -> dict[str, Any]:
     }
     tracking.log_metrics(run_id, summary, result.steps)
     # Unpaired translation normally sees no class labels; the report marks a run that did.
-    labels = "yes" if getattr(model, "uses_labels", False) else "no"
+    labels = "yes" if model.uses_labels else "no"
     tracking.set_tags(run_id, {"device": str(device), "class_labels": labels})
     return summary
 

@@ -53,6 +53,9 @@ class GenerativeModel(nn.Module):
     # not), "caption" (y = caption word ids), "image" (patches of a given image), "domain"
     # (x = images of several domains, y = domain ids; sample translates source images).
     condition: ClassVar[str | None] = None
+    # Whether training pairs each image with its class label beside its condition (translation
+    # models' semantic term: y = (domain id, label)); the report marks such runs.
+    uses_labels: bool = False
 
     def __init__(self, cfg: ModelConfig, meta: DataMeta) -> None:
         super().__init__()

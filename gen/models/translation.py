@@ -405,19 +405,11 @@ class CycleGAN(TranslationModel):
         self.discriminator_net = nn.ModuleDict({"a": d(), "b": d()})
         self.apply(dcgan_init)
 
-    def split(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A mixed batch -> its images of domain A and of domain B, in [-1, 1] (either may be
-        empty)."""
-        y = self.check_domains(y)
-        u = to_unit(x, self.meta.levels)
+    def masks(self, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which images of a mixed batch are of domain A and which of B (either may be none)."""
+        domain = self.check_domains(y)
         a, b = self.domain_ids
-        return u[y == a], u[y == b]
-
-    def split_labels(self, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The class labels of the batch's A and B images."""
-        labels, domain = self.class_labels(y), self.check_domains(y)
-        a, b = self.domain_ids
-        return labels[domain == a], labels[domain == b]
+        return domain == a, domain == b
 
     def patch_logits(self, key: str, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """D_key's real/fake logits for `u` and, with the semantic term, its class logits
@@ -430,17 +422,18 @@ class CycleGAN(TranslationModel):
     ) -> dict[str, torch.Tensor]:
         cfg, kind = self.cfg, self.cfg.gan_loss
         G = self.generator_net
-        real_a, real_b = self.split(x, y)
+        in_a, in_b = self.masks(y)
+        u = to_unit(x, self.meta.levels)
+        real_a, real_b = u[in_a], u[in_b]
         if self.uses_labels:
-            label_a, label_b = self.split_labels(y)
+            labels = self.class_labels(y)
+            label_a, label_b = labels[in_a], labels[in_b]
         if phase == "d":
             with torch.no_grad():
                 fake_b, fake_a = apply(G["ab"], real_a), apply(G["ba"], real_b)
             noisy = self.real_input(x)
-            domain = self.check_domains(y)
-            a_id, b_id = self.domain_ids
-            da_real, cls_a = self.patch_logits("a", noisy[domain == a_id])
-            db_real, cls_b = self.patch_logits("b", noisy[domain == b_id])
+            da_real, cls_a = self.patch_logits("a", noisy[in_a])
+            db_real, cls_b = self.patch_logits("b", noisy[in_b])
             da_fake, _ = self.patch_logits("a", fake_a)
             db_fake, _ = self.patch_logits("b", fake_b)
             d_a = adversarial_loss(da_real, True, kind) + adversarial_loss(da_fake, False, kind)
