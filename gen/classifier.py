@@ -25,6 +25,7 @@ class ClassifierConfig:
     lr: float = 1e-3
     features: int = 128  # width of the feature layer used by FID / KID / PR
     domain_epochs: int = 10  # the (domain, class) classifier for translation models
+    seed: int = 0  # the ruler's own seed, apart from the training seed of the models it measures
 
     def validate(self, section: str = "classifier") -> None:
         require(self.epochs > 0, f"{section}.epochs={self.epochs} must be > 0")
@@ -32,6 +33,7 @@ class ClassifierConfig:
         require(self.batch_size > 0, f"{section}.batch_size={self.batch_size} must be > 0")
         require(self.lr > 0, f"{section}.lr={self.lr} must be > 0")
         require(self.features > 0, f"{section}.features={self.features} must be > 0")
+        require(self.seed >= 0, f"{section}.seed={self.seed} must be >= 0")
 
 
 class Classifier(nn.Module):

@@ -77,7 +77,8 @@ def _cycle(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
 def sampling_conditions(
     model: GenerativeModel, split: Split, n: int, generator: torch.Generator
 ) -> Conditions | None:
-    """Conditions for `n` samples drawn from the test split; None for unconditional models."""
+    """Conditions for `n` samples (test captions and domain images; validation images to
+    complete); None for unconditional models."""
     kind = model.condition
     if kind is None:
         return None
@@ -86,9 +87,14 @@ def sampling_conditions(
         idx = _cycle(n, len(split.test_x), generator)
         return Conditions(split.test_caption[idx], split.test_y[idx], sources=split.test_x[idx])
     if kind == "image":
-        idx = _cycle(n, len(split.test_x), generator)
-        x = split.test_x[idx]
-        return Conditions(x, split.test_y[idx], sources=x)
+        # Completed from validation images: its samples are scored against the test split, so
+        # conditioning on test images would let it copy the very images it is compared with.
+        pool_x, pool_y = (
+            (split.val_x, split.val_y) if split.val_x is not None else (split.test_x, split.test_y)
+        )
+        idx = _cycle(n, len(pool_x), generator)
+        x = pool_x[idx]
+        return Conditions(x, pool_y[idx], sources=x)
     if kind == "domain":
         _need(split, "domains", model)
         d, used = split.domains, model_domains(model)

@@ -43,6 +43,10 @@ class DataConfig:
     image_size: int | None = None  # resize (image_folder, or to fit a model); None keeps native
     channels: int | None = None  # image_folder: 1 (grayscale) or 3 (RGB); default 3
     test_fraction: float = 0.2  # digits / image_folder: stratified hold-out
+    val_fraction: float = 0.1  # of the training split, held out for choices made while training
+    # The data's own seed (split, mixture draws, typeset renders): the ruler every run is measured
+    # with, fixed apart from the training seed so that changing `seed` never changes the data.
+    seed: int = 0
     n_train: int = 10000  # mixture: training images drawn
     n_test: int = 2000  # mixture: test images drawn
     mixture_sigma: float = 1.5  # mixture: spread of each template pixel, in intensity levels
@@ -61,6 +65,11 @@ class DataConfig:
             f"unknown data set '{self.name}'; known: {', '.join(DATASETS)}",
         )
         require(0.0 < self.test_fraction < 1.0, f"{section}.test_fraction must be in (0, 1)")
+        require(
+            0.0 < self.val_fraction < 0.5,
+            f"{section}.val_fraction={self.val_fraction} must be in (0, 0.5)",
+        )
+        require(self.seed >= 0, f"{section}.seed={self.seed} must be >= 0")
         require(
             self.image_size is None or 4 <= self.image_size <= 512,
             f"{section}.image_size={self.image_size} must be between 4 and 512 (or null)",
@@ -121,6 +130,8 @@ class Split:
     test_x: torch.Tensor
     test_y: torch.Tensor
     meta: DataMeta
+    val_x: torch.Tensor | None = None  # carved from the training split: choices while training
+    val_y: torch.Tensor | None = None
     train_caption: torch.Tensor | None = None  # int64 (N, L) word ids; vocab in meta.extra
     test_caption: torch.Tensor | None = None
     domains: Domains | None = None  # images of several domains, for translation models
@@ -157,8 +168,11 @@ def dataset_id(cfg: DataConfig) -> str:
     return "-".join(parts)
 
 
-def load(cfg: DataConfig, seed: int = 0) -> Split:
-    """Load data set `cfg.name` and apply resize / binarisation."""
+def load(cfg: DataConfig) -> Split:
+    """Load data set `cfg.name`, apply resize / binarisation and hold out a validation split.
+
+    Everything random here draws from `cfg.seed`, never from the training seed: the data is a
+    function of the `data:` section alone."""
     loaders = {
         "digits": _digits,
         "mixture": _mixture,
@@ -167,11 +181,13 @@ def load(cfg: DataConfig, seed: int = 0) -> Split:
         "cifar10": _torchvision,
         "image_folder": _image_folder,
     }
+    seed = cfg.seed
     split = loaders[cfg.name](cfg, seed)
     if cfg.image_size is not None and cfg.name != "image_folder":
         split = _resize(split, cfg.image_size)
     if cfg.binarize:
         split = _binarize(split)
+    split = _hold_out_validation(split, cfg.val_fraction, seed)
     if cfg.captions == "auto":
         train_c, test_c = build_captions(
             split.train_x,
@@ -186,6 +202,35 @@ def load(cfg: DataConfig, seed: int = 0) -> Split:
     if split.domains is not None:
         split.meta.extra["domains"] = split.domains.names
     return split
+
+
+def _hold_out_validation(split: Split, fraction: float, seed: int) -> Split:
+    """Carve a validation split from the training split (stratified by class where every class
+    has at least two images), so the test split is read only by the final evaluation."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(split.train_x))
+    if len(idx) < 2:
+        raise ConfigError(
+            f"data set '{split.meta.name}' has {len(idx)} training image(s); it needs at least 2 "
+            "to hold out a validation split"
+        )
+    y = split.train_y.numpy()
+    counts = np.bincount(y) if len(y) else np.zeros(0)
+    stratify = y if len(counts) and counts[counts > 0].min() >= 2 else None
+    try:
+        tr, va = train_test_split(idx, test_size=fraction, stratify=stratify, random_state=seed)
+    except ValueError:  # too few images per class for a stratified cut
+        tr, va = train_test_split(idx, test_size=fraction, random_state=seed)
+    tr, va = torch.from_numpy(np.sort(tr)), torch.from_numpy(np.sort(va))
+    return replace(
+        split,
+        train_x=split.train_x[tr],
+        train_y=split.train_y[tr],
+        val_x=split.train_x[va],
+        val_y=split.train_y[va],
+        train_caption=None if split.train_caption is None else split.train_caption[tr],
+    )
 
 
 def _set_captions(split: Split, train: list[str], test: list[str]) -> None:
@@ -207,7 +252,7 @@ def _domains(cfg: DataConfig, split: Split, seed: int) -> Domains | None:
             split.test_y,
             m.levels,
             list(cfg.typeset_styles),
-            seed=1000,  # fixed: the data set is a function of its params, not of the model seed
+            seed=1000 + seed,  # the data's seed, not the training seed
         )
     root = Path(cfg.domains_root)
     if cfg.domains == "cyclegan_folder":
@@ -232,9 +277,9 @@ def _digits(cfg: DataConfig, seed: int) -> Split:
 
     images, labels = _digits_arrays()
     idx = np.arange(len(images))
-    # The split is fixed (random_state=0), not tied to the training seed, so every run and every
-    # model is compared on the same test images.
-    tr, te = train_test_split(idx, test_size=cfg.test_fraction, stratify=labels, random_state=0)
+    # The split follows data.seed, never the training seed: every run of every model is compared
+    # on the same test images.
+    tr, te = train_test_split(idx, test_size=cfg.test_fraction, stratify=labels, random_state=seed)
     x = torch.from_numpy(images).unsqueeze(1)
     y = torch.from_numpy(labels)
     meta = DataMeta("digits", 1, 8, 8, levels=17, n_classes=10)
@@ -275,8 +320,8 @@ def mixture_log_prob(
 
 def _mixture(cfg: DataConfig, seed: int) -> Split:
     log_probs, log_weights = mixture_templates(cfg.mixture_sigma)
-    # Fixed generator: the data set is a function of its params, independent of the model seed.
-    g = torch.Generator().manual_seed(1234)
+    # The data's seed: the data set is a function of its params, independent of the model seed.
+    g = torch.Generator().manual_seed(1234 + seed)
 
     def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         comp = torch.multinomial(log_weights.exp(), n, replacement=True, generator=g)
@@ -363,7 +408,7 @@ def _image_folder(cfg: DataConfig, seed: int) -> Split:
         ys.append(classes.index(rel[0]) if p.parent != root else 0)
     x = torch.from_numpy(np.stack(xs))
     y = torch.tensor(ys, dtype=torch.long)
-    tr, te = train_test_split(np.arange(len(x)), test_size=cfg.test_fraction, random_state=0)
+    tr, te = train_test_split(np.arange(len(x)), test_size=cfg.test_fraction, random_state=seed)
     meta = DataMeta(
         "image_folder",
         x.shape[1],
@@ -422,7 +467,8 @@ def save_split(split: Split, folder: Path) -> None:
     import json
 
     folder.mkdir(parents=True, exist_ok=True)
-    keys = ("train_x", "train_y", "test_x", "test_y", "train_caption", "test_caption")
+    keys = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+    keys += ("train_caption", "test_caption")
     tensors = {k: getattr(split, k) for k in keys if getattr(split, k) is not None}
     torch.save(tensors, folder / "data.pt")
     if split.domains is not None:

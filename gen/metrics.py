@@ -1,15 +1,14 @@
-"""Metrics as plain functions: bits/dim, and sample quality through torch-fidelity."""
+"""Metrics as plain functions: bits/dim, and sample quality on feature vectors."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 
+import numpy as np
 import torch
 
 LN2 = math.log(2.0)
-CLASSIFIER_EXTRACTOR = "genbench-classifier"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
 
 
@@ -43,7 +42,7 @@ def dataset_bpd(log_prob, x: torch.Tensor, batch_size: int = 500, device="cpu") 
 
 
 # ----------------------------------------------------------------------- torch-fidelity glue
-class _Images(torch.utils.data.Dataset):
+class Images(torch.utils.data.Dataset):
     """uint8 images as torch-fidelity wants them."""
 
     def __init__(self, x: torch.Tensor) -> None:
@@ -56,120 +55,10 @@ class _Images(torch.utils.data.Dataset):
         return self.x[i]
 
 
-def _register_classifier_extractor() -> None:
-    import torch_fidelity
-    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-
-    if CLASSIFIER_EXTRACTOR in FEATURE_EXTRACTORS_REGISTRY:
-        return
-
-    class ClassifierExtractor(FeatureExtractorBase):
-        """The data set's own classifier: penultimate layer for FID/KID/PR, logits for IS."""
-
-        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-            super().__init__(name, features_list)
-            from gen.classifier import load_classifier
-
-            if feature_extractor_weights_path is None:
-                raise MetricError(
-                    "the classifier feature extractor needs the classifier checkpoint"
-                )
-            self.net = load_classifier(feature_extractor_weights_path)
-
-        @staticmethod
-        def get_provided_features_list():
-            return ("features", "logits_unbiased")
-
-        @staticmethod
-        def get_default_feature_layer_for_metric(metric):
-            return {"isc": "logits_unbiased"}.get(metric, "features")
-
-        @staticmethod
-        def can_be_compiled():
-            return False
-
-        @staticmethod
-        def get_dummy_input_for_compile():
-            return None
-
-        def forward(self, x):
-            feats = self.net.features(x)
-            out = {"features": feats, "logits_unbiased": self.net.head(feats)}
-            return tuple(out[name] for name in self.features_list)
-
-    torch_fidelity.register_feature_extractor(CLASSIFIER_EXTRACTOR, ClassifierExtractor)
-
-
 def to_rgb8(x: torch.Tensor, levels: int) -> torch.Tensor:
     """Discrete images -> 3-channel 0..255 uint8, the input the Inception extractor expects."""
     y = (x.float() * (255.0 / (levels - 1))).round().clamp(0, 255).to(torch.uint8)
     return y.expand(-1, 3, -1, -1).contiguous() if y.shape[1] == 1 else y
-
-
-def sample_quality(
-    samples: torch.Tensor,
-    reference: torch.Tensor,
-    levels: int,
-    extractor: str = "classifier",
-    weights_path: str | Path | None = None,
-    kid_subset_size: int = 1000,
-    batch_size: int = 500,
-    device: torch.device | str = "cpu",
-) -> dict[str, float]:
-    """FID, IS, KID and precision/recall of `samples` against `reference` (both uint8 images).
-
-    `extractor="classifier"` uses the data set's classifier at `weights_path`; "inception-v3-compat"
-    uses torch-fidelity's Inception (weights from `weights_path`, or its cache / a download).
-    """
-    import torch_fidelity
-
-    if extractor == "classifier":
-        _register_classifier_extractor()
-        name, a, b = CLASSIFIER_EXTRACTOR, samples, reference
-    elif extractor == INCEPTION_EXTRACTOR:
-        name, a, b = INCEPTION_EXTRACTOR, to_rgb8(samples, levels), to_rgb8(reference, levels)
-    else:
-        raise MetricError(
-            f"unknown feature extractor '{extractor}'; known: classifier, {INCEPTION_EXTRACTOR}"
-        )
-    subset = max(2, min(kid_subset_size, len(a), len(b)))
-    try:
-        out = torch_fidelity.calculate_metrics(
-            input1=_Images(a),
-            input2=_Images(b),
-            cuda=torch.device(device).type == "cuda",
-            isc=True,
-            fid=True,
-            kid=True,
-            prc=True,
-            feature_extractor=name,
-            feature_extractor_weights_path=str(weights_path) if weights_path else None,
-            kid_subset_size=subset,
-            batch_size=batch_size,
-            save_cpu_ram=True,
-            cache=False,
-            verbose=False,
-        )
-    except MetricError:
-        raise
-    except Exception as exc:
-        if extractor == INCEPTION_EXTRACTOR:
-            raise MetricError(
-                f"Inception features unavailable ({type(exc).__name__}: {str(exc)[:120]}); set "
-                "eval.inception_weights to a local weights file or use "
-                "eval.feature_extractor: classifier"
-            ) from None
-        raise
-    return {
-        "fid": float(out["frechet_inception_distance"]),
-        "is_mean": float(out["inception_score_mean"]),
-        "is_std": float(out["inception_score_std"]),
-        "kid_mean": float(out["kernel_inception_distance_mean"]),
-        "kid_std": float(out["kernel_inception_distance_std"]),
-        "precision": float(out["precision"]),
-        "recall": float(out["recall"]),
-    }
 
 
 # ------------------------------------------------------------- codes and reconstructions
@@ -226,3 +115,219 @@ def masked_error(x: torch.Tensor, x_hat: torch.Tensor, mask: torch.Tensor, level
         raise ValueError("the mask selects no pixels")
     diff = (x.double() - x_hat.double()).abs() / (levels - 1)
     return float(diff[m].mean())
+
+
+# ------------------------------------------------------------------ metrics on feature vectors
+# FID, KID, density/coverage and copy rate straight from (N, D) feature matrices, so the same
+# features (for example standardised ones) feed every metric and each can be bootstrapped.
+
+
+def _features(x: torch.Tensor | np.ndarray, name: str = "features") -> np.ndarray:
+    """(N, D) float64 numpy array from a tensor or array: float64 so covariances and sqrtm agree
+    across callers, whatever precision the extractor produced."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be an (N, D) matrix, got shape {a.shape}")
+    return a
+
+
+def fid_from_features(
+    a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, eps: float = 1e-6
+) -> float:
+    """Fréchet distance between Gaussian fits (mean, covariance with ddof=1) of two feature sets:
+    ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)).
+
+    sqrtm of a product of near-singular covariances can come back with tiny imaginary parts (kept
+    as the real part) or non-finite entries (then eps*I is added to both covariances and it is
+    retried, as pytorch-fid and torch-fidelity's references do).
+    """
+    from scipy import linalg
+
+    fa, fb = _features(a, "a"), _features(b, "b")
+    if fa.shape[1] != fb.shape[1]:
+        raise ValueError(f"feature sizes differ: {fa.shape[1]} vs {fb.shape[1]}")
+    if len(fa) < 2 or len(fb) < 2:
+        raise ValueError("FID needs at least two feature vectors in each set")
+    mu_a, mu_b = fa.mean(axis=0), fb.mean(axis=0)
+    s_a = np.atleast_2d(np.cov(fa, rowvar=False))
+    s_b = np.atleast_2d(np.cov(fb, rowvar=False))
+    covmean = linalg.sqrtm(s_a @ s_b)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(s_a)) * eps
+        covmean = linalg.sqrtm((s_a + offset) @ (s_b + offset))
+    covmean = np.real(covmean)
+    diff = mu_a - mu_b
+    return float(diff @ diff + np.trace(s_a) + np.trace(s_b) - 2.0 * np.trace(covmean))
+
+
+def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """KID's kernel k(x, y) = (x.y / d + 1)^3."""
+    return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+def _mmd2_unbiased(k_xx: np.ndarray, k_xy: np.ndarray, k_yy: np.ndarray) -> float:
+    """Unbiased MMD^2 of equal-size sets: within-set kernel means without the diagonal, minus
+    twice the full cross mean (torch-fidelity's and Binkowski et al.'s "unbiased" estimator)."""
+    m = len(k_xx)
+    within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+    return float(within - 2.0 * k_xy.sum() / (m * m))
+
+
+def kid_from_features(
+    a: torch.Tensor | np.ndarray,
+    b: torch.Tensor | np.ndarray,
+    subset_size: int,
+    n_subsets: int = 100,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Kernel distance (unbiased MMD^2, cubic polynomial kernel) averaged over random subsets.
+
+    Returns (mean, std over subsets). It draws subsets exactly as torch-fidelity's
+    `kid_features_to_metric` does (np.random.RandomState(seed); per subset `a`'s rows then `b`'s,
+    without replacement) and, like it, reports the population std (ddof=0), so the two agree
+    number for number at the same seed. subset_size is capped at min(len(a), len(b)).
+    """
+    fa, fb = _features(a, "a"), _features(b, "b")
+    if fa.shape[1] != fb.shape[1]:
+        raise ValueError(f"feature sizes differ: {fa.shape[1]} vs {fb.shape[1]}")
+    m = min(int(subset_size), len(fa), len(fb))
+    if m < 2:
+        raise ValueError("KID needs subsets of at least two feature vectors")
+    if n_subsets < 1:
+        raise ValueError("KID needs at least one subset")
+    rng = np.random.RandomState(seed)
+    mmds = np.empty(n_subsets)
+    for i in range(n_subsets):
+        x = fa[rng.choice(len(fa), m, replace=False)]
+        y = fb[rng.choice(len(fb), m, replace=False)]
+        mmds[i] = _mmd2_unbiased(_poly_kernel(x, x), _poly_kernel(x, y), _poly_kernel(y, y))
+    return float(mmds.mean()), float(mmds.std())
+
+
+def _sq_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances of every row of x to every row of y, clamped at 0 (the
+    expansion |x|^2 + |y|^2 - 2 x.y is fast but can round slightly below zero)."""
+    d = (x * x).sum(axis=1)[:, None] + (y * y).sum(axis=1)[None, :] - 2.0 * (x @ y.T)
+    return np.maximum(d, 0.0)
+
+
+def _chunk_rows(n_cols: int, budget: int = 2**24) -> int:
+    """Rows per chunk so one chunk's distance matrix holds about `budget` float64 (128 MiB)."""
+    return max(1, budget // max(1, n_cols))
+
+
+def _kth_neighbour_radius(x: np.ndarray, k: int) -> np.ndarray:
+    """Distance from each row of x to its k-th nearest other row (the row itself is the 0th)."""
+    if not 1 <= k < len(x):
+        raise ValueError(f"k must be in [1, {len(x) - 1}] for {len(x)} points, got {k}")
+    out = np.empty(len(x))
+    step = _chunk_rows(len(x))
+    for i in range(0, len(x), step):
+        d = _sq_distances(x[i : i + step], x)
+        d[np.arange(len(d)), np.arange(i, i + len(d))] = 0.0  # self first, whatever the rounding
+        out[i : i + step] = np.partition(d, k, axis=1)[:, k]
+    return np.sqrt(out)
+
+
+def density_coverage(
+    real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray, k: int = 5
+) -> tuple[float, float]:
+    """Density and coverage of Naeem et al. 2020 ("Reliable Fidelity and Diversity Metrics for
+    Generative Models"), unlike precision/recall robust to outliers in either set.
+
+    Each real point i gets a ball of radius r_i = distance to its k-th nearest other real point.
+    density = (1 / (k M)) sum_j sum_i 1[|fake_j - real_i| < r_i] (about 1 when fakes are spread
+    like the reals, above 1 when they crowd dense regions); coverage = the fraction of real balls
+    holding at least one fake. Strict inequalities, as in the authors' `prdc` code. Distances are
+    computed a block of real points at a time, so 5,000 x 5,000 sets fit in memory.
+    """
+    r, f = _features(real, "real"), _features(fake, "fake")
+    if r.shape[1] != f.shape[1]:
+        raise ValueError(f"feature sizes differ: {r.shape[1]} vs {f.shape[1]}")
+    if len(f) == 0:
+        raise ValueError("density/coverage needs at least one fake feature vector")
+    radius_sq = _kth_neighbour_radius(r, k) ** 2
+    inside, covered = 0, 0
+    step = _chunk_rows(len(f))
+    for i in range(0, len(r), step):
+        within = _sq_distances(r[i : i + step], f) < radius_sq[i : i + step, None]
+        inside += int(within.sum())
+        covered += int(within.any(axis=1).sum())
+    return inside / (k * len(f)), covered / len(r)
+
+
+def _nearest(x: np.ndarray, y: np.ndarray, exclude_self: bool = False) -> tuple[np.ndarray, ...]:
+    """Index of each row of x's nearest row of y and the distance to it, recomputed directly from
+    the difference so an exact duplicate is at distance exactly 0 (not a rounding residue)."""
+    idx = np.empty(len(x), dtype=np.int64)
+    step = _chunk_rows(len(y))
+    for i in range(0, len(x), step):
+        d = _sq_distances(x[i : i + step], y)
+        if exclude_self:
+            d[np.arange(len(d)), np.arange(i, i + len(d))] = np.inf
+        idx[i : i + step] = d.argmin(axis=1)
+    return idx, np.linalg.norm(x - y[idx], axis=1)
+
+
+def copy_rate(samples: torch.Tensor | np.ndarray, train: torch.Tensor | np.ndarray) -> float:
+    """The fraction of samples that look copied from the training set, in the sense of the
+    authenticity test of Alaa et al. 2022 ("How Faithful is your Synthetic Data?").
+
+    A sample whose nearest training point is i, at distance d_s, is a copy when d_s < d_i, the
+    distance from i to its own nearest other training point: it sits closer to a training image
+    than any training image does. An exact duplicate (d_s = 0) always counts, even of a training
+    image that is itself duplicated. Exact copies of training images give 1.0. Held-out real
+    images do not give 0: a fresh draw often lands inside a training point's neighbourhood, about
+    half the time in low dimensions (for 1,000 Gaussian points: 0.6 at D=2, 0.4 at D=8, 0.2 at
+    D=64). So the value only means something next to the real-data row of the report.
+    """
+    s, t = _features(samples, "samples"), _features(train, "train")
+    if s.shape[1] != t.shape[1]:
+        raise ValueError(f"feature sizes differ: {s.shape[1]} vs {t.shape[1]}")
+    if len(t) < 2 or len(s) == 0:
+        raise ValueError("copy_rate needs at least one sample and two training points")
+    _, d_train = _nearest(t, t, exclude_self=True)
+    nn, d_sample = _nearest(s, t)
+    copies = (d_sample < d_train[nn]) | (d_sample == 0.0)
+    return float(copies.mean())
+
+
+def bootstrap_spread(
+    a: torch.Tensor | np.ndarray,
+    b: torch.Tensor | np.ndarray,
+    fn: Callable[[np.ndarray, np.ndarray], float],
+    n_boot: int = 20,
+    seed: int = 0,
+) -> float:
+    """How much a two-set metric moves with the draw of `a` alone: the std (ddof=1) of
+    fn(a[idx], b) over n_boot resamples of a's rows with replacement, b (the reference) fixed.
+
+    It is the error bar of one model's FID or KID mean from its finite sample set, separate from
+    the spread over training seeds. Seeded, so the same call gives the same spread.
+    """
+    fa, fb = _features(a, "a"), _features(b, "b")
+    if n_boot < 2:
+        raise ValueError("bootstrap_spread needs n_boot >= 2 to estimate a spread")
+    rng = np.random.default_rng(seed)
+    values = [float(fn(fa[rng.integers(0, len(fa), len(fa))], fb)) for _ in range(n_boot)]
+    return float(np.std(values, ddof=1))
+
+
+def standardiser(reference: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std (ddof=0, floored at 1e-6 for constant dimensions) of the
+    reference features.
+
+    KID's cubic polynomial kernel (x.y / d + 1)^3 assumes features of order 1; raw classifier
+    features far from that scale make KID huge or vanishing. Standardising with the reference's
+    statistics puts real-vs-real KID at about 0 on a readable scale, and the same standardised
+    features then feed FID, KID and precision/recall so all are computed in one space.
+    """
+    r = _features(reference, "reference")
+    return r.mean(axis=0), np.maximum(r.std(axis=0), 1e-6)
+
+
+def standardise(x: torch.Tensor | np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Features x in the reference's units: (x - mean) / std from `standardiser`."""
+    return (_features(x) - mean) / std

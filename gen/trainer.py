@@ -37,7 +37,7 @@ class TrainResult:
 
     @property
     def images_per_s(self) -> float | None:
-        return self.images_seen / self.seconds if self.seconds > 0 else None
+        return self.images_seen / self.seconds if self.seconds > 0 and self.images_seen else None
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -123,13 +123,21 @@ def model_from_checkpoint(
 
 
 def _same_run(ckpt: dict[str, Any], identity: dict[str, Any]) -> bool:
-    """A checkpoint continues this run if all but `steps` match: raising `steps` trains on."""
+    """A checkpoint continues this run if everything but `steps` matches (model, config, data,
+    seed and the code that trains it) and it has not gone past `steps`: raising `steps` trains
+    on, lowering it below the checkpoint's step starts again rather than hand back a model
+    trained for longer than asked."""
 
     def strip(cfg: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in cfg.items() if k != "steps"}
 
     same = all(ckpt.get(k) == v for k, v in identity.items() if k != "config")
-    return same and strip(ckpt.get("config", {})) == strip(identity["config"])
+    steps = identity["config"].get("steps", 0)
+    return (
+        same
+        and strip(ckpt.get("config", {})) == strip(identity["config"])
+        and int(ckpt.get("step", 0)) <= steps
+    )
 
 
 def train(
@@ -145,8 +153,17 @@ def train(
     log_every: int = 50,
     precision: str = "auto",
     progress: bool | None = None,
+    provenance: dict[str, str] | None = None,
+    validate: Callable[[], dict[str, float]] | None = None,
+    val_every: int = 250,
 ) -> TrainResult:
-    """Train `model` for `model.cfg.steps` steps; resume from `checkpoint` when it matches."""
+    """Train `model` for `model.cfg.steps` steps; resume from `checkpoint` when it matches.
+
+    `provenance` (for example hashes of the training code and of the data) must match for a
+    checkpoint to be resumed, so an edited loss never continues weights trained by the old one.
+    `validate()` runs every `val_every` steps and at the end, in eval mode; its figures go to
+    the callback beside the training losses.
+    """
     cfg = model.cfg
     device = torch.device(device)
     seed_everything(seed)
@@ -162,14 +179,14 @@ def train(
         for phase, params in groups.items()
     }
     batches = Batches(train_x, train_y, cfg.batch_size, seed)
-    result = TrainResult(
-        steps=0, seconds=fit_seconds, images_seen=0 if model.phases else len(train_x)
-    )
+    # A model fitted in closed form (counting) consumes no batches: its img/s is n/a.
+    result = TrainResult(steps=0, seconds=fit_seconds, images_seen=0)
     identity = {
         "name": model.name,
         "config": as_dict(cfg),
         "meta": model.meta.__dict__,
         "seed": seed,
+        **(provenance or {}),
     }
 
     if checkpoint is not None and Path(checkpoint).exists():
@@ -240,7 +257,8 @@ def train(
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(groups[phase], cfg.grad_clip)
             optimisers[phase].step()
-            result.images_seen += len(x)
+            if phase not in model.image_free_phases:
+                result.images_seen += len(x)
             for k, v in terms.items():
                 key = f"{phase}/{k}"
                 running[key] = running.get(key, 0.0) + float(v.detach())
@@ -250,6 +268,14 @@ def train(
         result.steps += 1
         count += 1
         bar.update(1)
+        if validate is not None and (result.steps % val_every == 0 or result.steps == cfg.steps):
+            model.eval()
+            with torch.no_grad():
+                figures = validate()
+            model.train()
+            result.history.append({"step": result.steps, **figures})
+            if callback is not None:
+                callback(result.steps, figures)
         if result.steps % log_every == 0 or result.steps == cfg.steps:
             row = {k: v / count for k, v in running.items()}
             result.history.append({"step": result.steps, **row})

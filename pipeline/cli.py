@@ -70,6 +70,7 @@ STAGES = {
     "train": ("train_model", "Train the model named by `model` in params; resumes after a kill."),
     "sample": ("sample", "Draw eval.n_samples images and the model's figures."),
     "evaluate": ("evaluate", "Compute the metrics into metrics.json and the MLflow run."),
+    "reference": ("reference", "Score real training images like samples: the report's data row."),
 }
 
 
@@ -90,13 +91,24 @@ for _name, (_function, _doc) in STAGES.items():
 @main.command("report")
 @params_option
 @click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path())
+@click.option(
+    "--benchmark",
+    "benchmark_run",
+    default=None,
+    help="a benchmark's MLflow run id (default: the latest benchmark)",
+)
 @user_errors
-def report(params_path: str, out_dir: str) -> None:
-    """Compile reports/benchmark.{md,html} from the latest finished MLflow run of each model."""
-    from pipeline.report import build_report
+def report(params_path: str, out_dir: str, benchmark_run: str | None) -> None:
+    """Compile reports/benchmark.{md,html} from a benchmark's runs in MLflow."""
+    from pipeline.report import ReportError, build_report
 
     p = load_params(params_path)
-    md, page = build_report(dataset_id(p.data), Path(out_dir), p.benchmark.models)
+    try:
+        md, page = build_report(
+            dataset_id(p.data), Path(out_dir), p.benchmark.models, benchmark_run
+        )
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {md} and {page}")
 
 
@@ -119,24 +131,47 @@ def _git_identity() -> bool:
     return bool(get("user.name") and get("user.email"))
 
 
+def _int_list(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise click.UsageError(f"--seeds={text!r} must be comma-separated integers") from None
+
+
+def _data_row(dataset: str, protocol: str) -> bool:
+    """Whether the store has a finished `data` row for this protocol."""
+    from pipeline import tracking
+
+    runs = tracking.search(dataset, f"tags.model = 'data' and tags.protocol = '{protocol}'")
+    return not runs.empty
+
+
 @main.command("benchmark")
 @params_option
 @click.option("--models", default=None, help="comma-separated models (default: benchmark.models)")
 @click.option(
+    "--seeds", default=None, help="comma-separated training seeds (default: benchmark.seeds)"
+)
+@click.option(
     "--jobs",
-    default=1,
-    show_default=True,
+    default=None,
     type=click.IntRange(1, 64),
-    help="parallel experiments through DVC's queue (experimental in DVC)",
+    help="parallel experiments through DVC's queue (default: benchmark.jobs)",
 )
 @user_errors
-def benchmark(params_path: str, models: str | None, jobs: int) -> None:
-    """Run one DVC experiment per model (`dvc exp run -S model=NAME`), then write the report."""
+def benchmark(params_path: str, models: str | None, seeds: str | None, jobs: int | None) -> None:
+    """One DVC experiment per (model, seed) (`dvc exp run -S model=NAME -S seed=S`) as child
+    runs of one MLflow benchmark run, the `data` row, then the report."""
     from gen.registry import model_class
-    from pipeline.report import build_report
+    from pipeline import provenance, stages, tracking
+    from pipeline.report import ReportError, build_report
 
     p = load_params(params_path)
     names = [m.strip() for m in models.split(",")] if models else list(p.benchmark.models)
+    seed_list = _int_list(seeds) or list(p.benchmark.seeds)
+    jobs = jobs or p.benchmark.jobs
     for name in names:
         model_class(name)  # unknown names fail before anything runs
     if not Path(".dvc").is_dir():
@@ -151,25 +186,64 @@ def benchmark(params_path: str, models: str | None, jobs: int) -> None:
     path = Path(params_path)
     original = path.read_text()
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    dataset = dataset_id(p.data)
+    timings: list[tuple[str, float]] = []
     failed: list[str] = []
+    t_all = time.perf_counter()
     try:
-        # Up to `evaluate` only: the report is built once, after the last experiment.
+        # The ruler and the data row first, in the workspace: every experiment then takes
+        # prepare and classifier from DVC's cache.
+        t0 = time.perf_counter()
+        click.echo("==> dvc repro reference (data, classifier, data row)", err=True)
+        if _dvc("repro", "reference").returncode:
+            raise click.ClickException("preparing the data, classifier or data row failed")
+        fp = provenance.fingerprint(
+            p.raw.get("data", {}), p.raw.get("eval", {}), stages.PREPARED, stages.CLASSIFIERS
+        )
+        if not _data_row(dataset, fp["protocol"]):  # the stage was cached but the run is gone
+            if _dvc("repro", "--force", "--single-item", "reference").returncode:
+                raise click.ClickException("scoring the data row failed")
+        timings.append(("data + classifier + data row", time.perf_counter() - t0))
+        settings = {"models": ",".join(names), "seeds": ",".join(map(str, seed_list))}
+        parent = tracking.start_benchmark(dataset, f"benchmark-{stamp}", settings)
+        tracking.set_tags(parent, fp)
+        os.environ[tracking.PARENT_ENV] = parent
+        runs = [(m, s) for s in seed_list for m in names]
         if jobs == 1:
-            for name in names:
-                click.echo(f"==> dvc exp run evaluate -S model={name}", err=True)
-                exp = ["exp", "run", "evaluate", "-S", f"model={name}", "-n", f"{name}-{stamp}"]
-                if _dvc(*exp).returncode:
-                    failed.append(name)
+            for name, seed in runs:
+                label = f"{name}-s{seed}"
+                click.echo(f"==> dvc exp run evaluate -S model={name} -S seed={seed}", err=True)
+                t0 = time.perf_counter()
+                exp = ["exp", "run", "evaluate", "-S", f"model={name}", "-S", f"seed={seed}"]
+                if _dvc(*exp, "-n", f"{label}-{stamp}").returncode:
+                    failed.append(label)
+                else:
+                    # A stage DVC found unchanged made no new run: its earlier run joins.
+                    info = json.loads(stages.RUN_INFO.read_text())
+                    tracking.adopt(info["run_id"], parent)
+                timings.append((label, time.perf_counter() - t0))
         else:
-            for name in names:
+            for name, seed in runs:
+                label = f"{name}-s{seed}"
                 exp = ["exp", "run", "evaluate", "--queue", "-S", f"model={name}"]
-                if _dvc(*exp, "-n", f"{name}-{stamp}").returncode:
-                    failed.append(name)
+                if _dvc(*exp, "-S", f"seed={seed}", "-n", f"{label}-{stamp}").returncode:
+                    failed.append(label)
+            t0 = time.perf_counter()
             if _dvc("exp", "run", "--run-all", "--jobs", str(jobs)).returncode:
                 failed.append("queue")
+            timings.append((f"{len(runs)} queued experiments", time.perf_counter() - t0))
+        tracking.finish(parent, "FAILED" if failed else "FINISHED")
     finally:
+        os.environ.pop(tracking.PARENT_ENV, None)
         path.write_text(original)  # `dvc exp run -S` edits params.yaml in the workspace
-    md, page = build_report(dataset_id(p.data), Path("reports"), names)
+    try:
+        md, page = build_report(dataset, Path("reports"), names, parent)
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from None
+    timings.append(("total", time.perf_counter() - t_all))
+    click.echo("timings (s):", err=True)
+    for label, seconds in timings:
+        click.echo(f"  {label:<32} {seconds:8.1f}", err=True)
     click.echo(f"wrote {md} and {page}")
     if failed:
         raise click.ClickException(

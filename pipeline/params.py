@@ -22,6 +22,11 @@ class TrainSettings:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA
     log_every: int = 50
     checkpoint_every: int = 500
+    val_every: int = 250  # validation bits/dim of likelihood models, as a curve
+    # CPU threads of every stage. Float sums depend on how work is split over threads, so a
+    # fixed count makes results the same bytes on any machine; on small models one thread per
+    # process is also the fastest (threads spin against each other on a busy machine).
+    threads: int = 1
 
     def validate(self, section: str = "train") -> None:
         require(
@@ -30,6 +35,8 @@ class TrainSettings:
         )
         require(self.log_every > 0, f"{section}.log_every must be > 0")
         require(self.checkpoint_every > 0, f"{section}.checkpoint_every must be > 0")
+        require(self.val_every > 0, f"{section}.val_every must be > 0")
+        require(1 <= self.threads <= 256, f"{section}.threads={self.threads} must be in 1..256")
 
 
 @dataclass
@@ -42,20 +49,35 @@ class EvalSettings:
     iwae_k: int = 100
     batch_size: int = 500
     kid_subset_size: int = 1000  # capped at the smaller of the two sets
+    n_boot: int = 20  # bootstrap resamples of the samples: each FID/KID's own sampling spread
+    reference_draws: int = 5  # draws of real training images for the `data` row
 
     def validate(self, section: str = "eval") -> None:
         require(self.n_samples >= 2, f"{section}.n_samples={self.n_samples} must be >= 2")
         require(self.iwae_k >= 1, f"{section}.iwae_k={self.iwae_k} must be >= 1")
         require(self.batch_size > 0, f"{section}.batch_size must be > 0")
         require(self.kid_subset_size >= 2, f"{section}.kid_subset_size must be >= 2")
+        require(self.n_boot >= 2, f"{section}.n_boot={self.n_boot} must be >= 2")
+        require(
+            self.reference_draws >= 1,
+            f"{section}.reference_draws={self.reference_draws} must be >= 1",
+        )
 
 
 @dataclass
 class BenchmarkSettings:
     models: list[str] = field(default_factory=lambda: list(MODELS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # training seeds per model
+    jobs: int = 1  # parallel experiments (DVC's queue); jobs x train.threads = CPU cores
 
     def validate(self, section: str = "benchmark") -> None:
         require(len(self.models) > 0, f"{section}.models must name at least one model")
+        require(len(self.seeds) > 0, f"{section}.seeds must name at least one seed")
+        require(1 <= self.jobs <= 64, f"{section}.jobs={self.jobs} must be in 1..64")
+        require(
+            len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0,
+            f"{section}.seeds={self.seeds} must be distinct integers >= 0",
+        )
         for name in self.models:
             model_class(name)
 

@@ -15,13 +15,20 @@ from typing import Any
 import torch
 
 from gen import classifier as clf
+from gen import evaluation as E
 from gen import metrics as M
 from gen.conditions import sampling_conditions, training_data
 from gen.data import Split, dataset_id, load, load_split, save_split
 from gen.models.base import count_params
 from gen.registry import build
-from gen.trainer import load_checkpoint, model_from_checkpoint, pick_device, train
-from pipeline import tracking
+from gen.trainer import (
+    load_checkpoint,
+    model_from_checkpoint,
+    pick_device,
+    seed_everything,
+    train,
+)
+from pipeline import provenance, tracking
 from pipeline.params import Params
 
 PREPARED = Path("data/prepared")
@@ -39,26 +46,10 @@ SAMPLE_INFO = RUNS / "samples.json"
 METRICS = Path("metrics.json")
 WIP = RUNS / "wip"  # resumable checkpoints; not a DVC output, so DVC never deletes them
 
-METRIC_KEYS = (
-    "model",
-    "dataset",
-    "bpd",
-    "elbo_bpd",
-    "fid",
-    "is_mean",
-    "is_std",
-    "kid_mean",
-    "precision",
-    "recall",
-    "train_seconds",
-    "sample_images_per_s",
-    "params",
-    "condition_accuracy",
-    "patch_error",
-    "label_preservation",
-    "domain_accuracy",
-    "cycle_error",
-)
+REFERENCE = RUNS / "reference.json"  # the `data` rows: real images scored like samples
+# Threads of the ruler (the evaluation classifier): one, whatever the machine, so its weights
+# are the same bytes everywhere (float sums depend on how work is split over threads).
+RULER_THREADS = 1
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -68,17 +59,25 @@ def write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def _threads(p: Params) -> None:
+    torch.set_num_threads(p.train.threads)
+
+
 def prepare(p: Params) -> dict[str, Any]:
-    split = load(p.data, seed=p.seed)
+    split = load(p.data)
     if PREPARED.exists():
         shutil.rmtree(PREPARED)
     save_split(split, PREPARED)
-    return {"train": len(split.train_x), "test": len(split.test_x), **split.meta.__dict__}
+    sizes = {"train": len(split.train_x), "val": len(split.val_x), "test": len(split.test_x)}
+    return {**sizes, **split.meta.__dict__}
 
 
 def train_classifier(p: Params) -> dict[str, Any]:
+    """The ruler: trained on the CPU with one thread and its own seed, so every machine
+    measures with the same weights (their hash is part of the protocol fingerprint)."""
     split = load_split(PREPARED)
-    device = pick_device(p.train.device)
+    device = torch.device("cpu")
+    torch.set_num_threads(RULER_THREADS)
     t0 = time.perf_counter()
     net = clf.train_classifier(
         split.train_x,
@@ -86,7 +85,7 @@ def train_classifier(p: Params) -> dict[str, Any]:
         split.meta.levels,
         split.meta.n_classes,
         p.classifier,
-        seed=p.seed,
+        seed=p.classifier.seed,
         device=device,
     )
     net = net.cpu()
@@ -117,7 +116,7 @@ def _train_domain_classifier(p: Params, split: Split, device: torch.device) -> d
         split.meta.levels,
         len(d.names) * k,
         cfg,
-        p.seed,
+        p.classifier.seed,
         device,
     ).cpu()
     torch.save(clf.classifier_checkpoint(net, cfg), DOMAIN_CLASSIFIER)
@@ -139,18 +138,37 @@ def _run_params(p: Params) -> dict[str, Any]:
     }
 
 
+def _validation(model, split: Split, batch_size: int, device: torch.device):
+    """Validation bits/dim of a likelihood model (the ELBO for bounds: cheap enough to run
+    while training); None for models without a likelihood."""
+    caps = E.capabilities(model)
+    if caps.likelihood is None or split.val_x is None:
+        return None
+    log_p = model.log_prob if caps.likelihood == "exact" else model.elbo
+
+    def validate() -> dict[str, float]:
+        return {"val/bpd": M.dataset_bpd(log_p, split.val_x, batch_size, device)}
+
+    return validate
+
+
 def train_model(p: Params) -> dict[str, Any]:
+    _threads(p)
     split = load_split(PREPARED)
     device = pick_device(p.train.device)
+    seed_everything(p.seed)  # building a model draws its initial weights
     model = build(p.model, p.model_section(), split.meta)
     ds = dataset_id(p.data)
-    run_id = tracking.start_run(ds, p.model, model.family, _run_params(p))
-    write_json(RUN_INFO, {"run_id": run_id, "model": p.model, "dataset": ds})
+    run_id = tracking.start_run(ds, p.model, model.family, _run_params(p), p.seed)
+    write_json(RUN_INFO, {"run_id": run_id, "model": p.model, "dataset": ds, "seed": p.seed})
     wip = WIP / f"{p.model}.pt"
     train_x, train_y = training_data(model, split)
+    made_by = {"code": provenance.code_hash(), "data": provenance.split_hash(PREPARED)}
 
     def log(step: int, row: dict[str, float]) -> None:
-        tracking.log_metrics(run_id, {f"train/{k}": v for k, v in row.items()}, step)
+        tracking.log_metrics(
+            run_id, {k if k.startswith("val/") else f"train/{k}": v for k, v in row.items()}, step
+        )
 
     try:
         result = train(
@@ -164,21 +182,28 @@ def train_model(p: Params) -> dict[str, Any]:
             checkpoint_every=p.train.checkpoint_every,
             log_every=p.train.log_every,
             precision=p.train.precision,
+            provenance=made_by,
+            validate=_validation(model, split, p.eval.batch_size, device),
+            val_every=p.train.val_every,
         )
     except BaseException:
         tracking.finish(run_id, "FAILED")  # the wip checkpoint stays: the next run resumes from it
         raise
     shutil.copyfile(wip, CHECKPOINT)
+    wip.unlink()  # finished: nothing to resume, and a later run must not pick it up
     summary = {
         "train_seconds": result.seconds,
         "train_images_per_s": result.images_per_s,
         "train_steps": result.steps,
         "params": count_params(model),
     }
+    vals = [h["val/bpd"] for h in result.history if "val/bpd" in h]
+    if vals:
+        summary["val_bpd"] = vals[-1]
     tracking.log_metrics(run_id, summary, result.steps)
     # Unpaired translation normally sees no class labels; the report marks a run that did.
     labels = "yes" if model.uses_labels else "no"
-    tracking.set_tags(run_id, {"device": str(device), "class_labels": labels})
+    tracking.set_tags(run_id, {"device": str(device), "class_labels": labels, **made_by})
     return summary
 
 
@@ -188,7 +213,7 @@ def _run_id(p: Params, family: str) -> str:
     run_id = info.get("run_id")
     if run_id and tracking.run_exists(run_id):
         return run_id
-    run_id = tracking.start_run(dataset_id(p.data), p.model, family, _run_params(p))
+    run_id = tracking.start_run(dataset_id(p.data), p.model, family, _run_params(p), p.seed)
     write_json(RUN_INFO, {**info, "run_id": run_id})
     return run_id
 
@@ -196,6 +221,7 @@ def _run_id(p: Params, family: str) -> str:
 def sample(p: Params) -> dict[str, Any]:
     from gen.plots import save_grid
 
+    _threads(p)
     ckpt = load_checkpoint(CHECKPOINT)
     device = pick_device(p.train.device)
     model = model_from_checkpoint(ckpt, device)
@@ -249,19 +275,19 @@ def model_figures(model, split: Split, folder: Path, seed: int) -> list[Path]:
     made = []
     levels = model.meta.levels
     test_x = split.test_x
-    if model.condition is not None:
+    caps = E.capabilities(model)
+    if caps.condition is not None:
         made.append(plots.condition_figure(model, split, folder / "conditions.png", seed))
-    unconditional = model.condition is None
-    if unconditional and hasattr(model, "sample_latent") and hasattr(model, "decode_latent"):
+    if caps.latent:
         g = torch.Generator().manual_seed(seed)
         images = plots.interpolation(model, pairs=6, steps=10, generator=g)
         made.append(plots.save_grid(images, levels, folder / "interpolation.png", nrow=10))
-    if hasattr(model, "traversal"):
+    if caps.traversal:
         g = torch.Generator().manual_seed(seed)
         steps = 10
         images = model.traversal(steps, generator=g)
         made.append(plots.save_grid(images, levels, folder / "traversal.png", nrow=steps))
-    if hasattr(model, "prior_sample") and hasattr(model, "encode"):
+    if caps.prior:
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             codes = model.encode(test_x.to(model.device)).cpu()
@@ -270,88 +296,64 @@ def model_figures(model, split: Split, folder: Path, seed: int) -> list[Path]:
     return made
 
 
+def _protocol(p: Params) -> E.Protocol:
+    e = p.eval
+    return E.Protocol(
+        extractor=e.feature_extractor,
+        classifier=CLASSIFIER,
+        domain_classifier=DOMAIN_CLASSIFIER if DOMAIN_CLASSIFIER.exists() else None,
+        inception_weights=e.inception_weights,
+        n_samples=e.n_samples,
+        iwae_k=e.iwae_k,
+        batch_size=e.batch_size,
+        kid_subset_size=e.kid_subset_size,
+        n_boot=e.n_boot,
+        reference_draws=e.reference_draws,
+    )
+
+
+def _fingerprint(p: Params) -> dict[str, str]:
+    return provenance.fingerprint(
+        p.raw.get("data", {}), p.raw.get("eval", {}), PREPARED, CLASSIFIERS
+    )
+
+
+def _numbers(out: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def evaluate(p: Params) -> dict[str, Any]:
+    _threads(p)
     split = load_split(PREPARED)
     ckpt = load_checkpoint(CHECKPOINT)
     device = pick_device(p.train.device)
     model = model_from_checkpoint(ckpt, device)
     run_id = _run_id(p, model.family)
     saved = torch.load(SAMPLES, weights_only=True)
-    samples = saved["images"]
-    test, bs = split.test_x, p.eval.batch_size
-    torch.manual_seed(p.seed)
-    out: dict[str, Any] = {k: None for k in METRIC_KEYS}
+    out = E.evaluate_model(model, split, saved, _protocol(p), p.seed, device)
     out.update(model=ckpt["name"], dataset=dataset_id(p.data), params=count_params(model))
+    out["seed"] = ckpt.get("seed", p.seed)
     out["train_seconds"] = ckpt.get("seconds")
-    out["train_images_per_s"] = (
-        ckpt["images_seen"] / ckpt["seconds"] if ckpt.get("seconds") else None
-    )
-    if hasattr(model, "log_prob"):
-        out["bpd"] = M.dataset_bpd(model.log_prob, test, bs, device)
-        out["bpd_kind"] = "exact"
-    elif hasattr(model, "iwae_bound"):
-        k = p.eval.iwae_k
-        out["bpd"] = M.dataset_bpd(lambda x: model.iwae_bound(x, k), test, max(1, bs // 4), device)
-        out["elbo_bpd"] = M.dataset_bpd(model.elbo, test, bs, device)
-        out["bpd_kind"] = f"iwae-{k}"
+    seen, seconds = ckpt.get("images_seen"), ckpt.get("seconds")
+    out["train_images_per_s"] = seen / seconds if seen and seconds else None
+    vals = [h["val/bpd"] for h in ckpt.get("history", []) if "val/bpd" in h]
+    out["val_bpd"] = vals[-1] if vals else None
     exact = split.meta.extra.get("exact_test_bpd")
     if exact is not None:
         out["exact_test_bpd"] = exact
-    if hasattr(model, "reconstruct"):
-        with torch.no_grad():
-            rec = torch.cat(
-                [
-                    model.reconstruct(test[i : i + bs].to(device)).cpu()
-                    for i in range(0, len(test), bs)
-                ]
-            )
-        out["reconstruction_error"] = M.reconstruction_error(test, rec, split.meta.levels)
-    if hasattr(model, "sample_with_codes"):
-        net = clf.load_classifier(CLASSIFIER, device)
-        g = torch.Generator().manual_seed(p.seed)
-        with torch.no_grad():
-            images, codes = model.sample_with_codes(p.eval.n_samples, generator=g)
-        predicted = clf.predict(net, images.cpu())
-        out["code_accuracy"] = M.code_accuracy(codes.cpu(), predicted, split.meta.n_classes)
-    extractor = p.eval.feature_extractor
-    if model.condition == "domain":
-        out.update(_translation_metrics(model, split, saved, p, device))
-    else:
-        if model.condition == "caption":
-            net = clf.load_classifier(CLASSIFIER, device)
-            out["condition_accuracy"] = M.agreement(clf.predict(net, samples), saved["labels"])
-        if model.condition == "image":
-            sources = saved["sources"]
-            with torch.no_grad():
-                mask = model.patch_mask(sources.to(device)).cpu()
-            out["patch_error"] = M.masked_error(sources, samples, mask, split.meta.levels)
-        weights = CLASSIFIER if extractor == "classifier" else p.eval.inception_weights
-        out.update(
-            M.sample_quality(
-                samples,
-                test,
-                split.meta.levels,
-                extractor,
-                weights,
-                p.eval.kid_subset_size,
-                bs,
-                device,
-            )
-        )
-        out["feature_extractor"] = extractor
     if CLASSIFIER_METRICS.exists():
         out.update(json.loads(CLASSIFIER_METRICS.read_text()))
     out["sample_images_per_s"] = json.loads(SAMPLE_INFO.read_text())["sample_images_per_s"]
+    fp = _fingerprint(p)
+    out["protocol"] = fp["protocol"]
     write_json(METRICS, out)
-    numbers = {
-        k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
-    tracking.log_metrics(run_id, numbers)
+    tracking.log_metrics(run_id, _numbers(out))
     tracking.set_tags(
         run_id,
         {
             "feature_extractor": out["feature_extractor"],
             "bpd_kind": str(out.get("bpd_kind") or "n/a"),
+            **fp,
         },
     )
     tracking.log_artifact(run_id, METRICS)
@@ -360,48 +362,24 @@ def evaluate(p: Params) -> dict[str, Any]:
     return out
 
 
-def _translation_metrics(
-    model, split: Split, saved: dict[str, torch.Tensor], p: Params, device: torch.device
-) -> dict[str, Any]:
-    """Did the translation keep the digit, reach the target domain, and survive the round
-    trip? Sample quality is measured per target domain, against that domain's test images."""
-    d, k, levels, bs = split.domains, split.meta.n_classes, split.meta.levels, p.eval.batch_size
-    images, targets = saved["images"], saved["targets"]
-    sources, source_domains = saved["sources"], saved["source_domains"]
-    net = clf.load_classifier(DOMAIN_CLASSIFIER, device)
-    labels, domains = clf.predict_joint(net, images, k)
-    out: dict[str, Any] = {"domain_accuracy": M.agreement(domains, targets)}
-    if len(d.train_y.unique()) > 1:  # user layouts carry no class labels
-        out["label_preservation"] = M.agreement(labels, saved["labels"])
-    with torch.no_grad():
-        back = torch.cat(
-            [
-                model.reconstruct_cycle(
-                    sources[i : i + bs].to(device),
-                    source_domains[i : i + bs].to(device),
-                    targets[i : i + bs].to(device),
-                ).cpu()
-                for i in range(0, len(sources), bs)
-            ]
-        )
-    out["cycle_error"] = M.reconstruction_error(sources, back, levels)
-    extractor = p.eval.feature_extractor
-    weights = DOMAIN_CLASSIFIER if extractor == "classifier" else p.eval.inception_weights
-    per_target = []
-    for t in targets.unique().tolist():
-        q = M.sample_quality(
-            images[targets == t],
-            d.test_x[d.test_d == t],
-            levels,
-            extractor,
-            weights,
-            p.eval.kid_subset_size,
-            bs,
-            device,
-        )
-        out[f"fid_to_{d.names[t]}"] = q["fid"]
-        per_target.append(q)
-    for key in per_target[0]:
-        out[key] = sum(q[key] for q in per_target) / len(per_target)
-    out["feature_extractor"] = "domain-classifier" if extractor == "classifier" else extractor
-    return out
+def reference(p: Params) -> dict[str, Any]:
+    """The `data` rows: real training images scored like samples, one MLflow run per protocol
+    (model `data`), so every report shows the floor beside the models."""
+    _threads(p)
+    split = load_split(PREPARED)
+    device = pick_device(p.train.device)
+    rows = E.reference_rows(split, _protocol(p), device)
+    fp = _fingerprint(p)
+    ds = dataset_id(p.data)
+    out = {"dataset": ds, "protocol": fp["protocol"], "draws": rows}
+    write_json(REFERENCE, out)
+    run_id = tracking.start_run(
+        ds, "data", "data", {"data": p.raw.get("data", {}), "eval": p.raw.get("eval", {})}, None
+    )
+    tracking.set_tags(run_id, fp)
+    for space, draws in rows.items():
+        for i, row in enumerate(draws):
+            tracking.log_metrics(run_id, {f"{space}/{k}": v for k, v in row.items()}, i)
+    tracking.log_artifact(run_id, REFERENCE)
+    tracking.finish(run_id, "FINISHED")
+    return {"protocol": fp["protocol"], "draws": {k: len(v) for k, v in rows.items()}}

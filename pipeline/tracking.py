@@ -53,8 +53,10 @@ def experiment_id(name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     artifacts = (repo_root() / "mlartifacts" / name).resolve().as_uri()
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        artifacts = None  # a remote server chooses its own artifact store
+    if not tracking_uri().startswith("sqlite:"):
+        artifacts = None  # a tracking server chooses its own artifact store
+    # (mlflow.set_tracking_uri() sets MLFLOW_TRACKING_URI itself, so the variable cannot say
+    # whether the user chose a server.)
     try:
         return client.create_experiment(name, artifact_location=artifacts)
     except Exception:  # created meanwhile by a parallel writer
@@ -86,21 +88,32 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def start_run(dataset: str, model: str, family: str, params: dict[str, Any]) -> str:
-    """Create the run that the train, sample and evaluate stages of one model all log into."""
+PARENT_ENV = "GENBENCH_BENCHMARK_RUN"  # set by `genbench benchmark` for its experiments
+BENCHMARK_TAG = "genbench.benchmark"  # on a benchmark's parent run: its name
+
+
+def start_run(
+    dataset: str, model: str, family: str, params: dict[str, Any], seed: int | None = None
+) -> str:
+    """Create the run that the train, sample and evaluate stages of one model all log into;
+    inside `genbench benchmark` it is a child of the benchmark's run."""
     from mlflow.entities import Param, RunTag
 
     client = _client()
     exp_name = os.environ.get("DVC_EXP_NAME", "")
+    parent = os.environ.get(PARENT_ENV, "")
     tags = {
         "model": model,
         "family": family,
         "dataset": dataset,
+        "seed": "" if seed is None else str(seed),
         "dvc_exp_name": exp_name or "workspace",
         "dvc_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
         "git_commit": git_commit() or "",
-        "mlflow.runName": f"{model}-{exp_name}" if exp_name else model,
+        "mlflow.runName": model if seed is None else f"{model}-s{seed}",
+        "mlflow.parentRunId": parent,
     }
+    tags = {k: v for k, v in tags.items() if v}
     run = client.create_run(experiment_id(dataset), tags=tags)
     items = [Param(k, v) for k, v in flatten(params).items()]
     for i in range(0, len(items), 100):
@@ -142,6 +155,56 @@ def finish(run_id: str, status: str = "FINISHED") -> None:
     _client().set_terminated(run_id, status=status)
 
 
+def start_benchmark(dataset: str, name: str, params: dict[str, Any]) -> str:
+    """The parent run of one `genbench benchmark`: the MLflow UI shows it as one thing."""
+    from mlflow.entities import Param, RunTag
+
+    client = _client()
+    tags = {
+        BENCHMARK_TAG: name,
+        "dataset": dataset,
+        "git_commit": git_commit() or "",
+        "mlflow.runName": name,
+    }
+    tags = {k: v for k, v in tags.items() if v}
+    run = client.create_run(experiment_id(dataset), tags=tags)
+    items = [Param(k, v) for k, v in flatten(params).items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=items[i : i + 100])
+    client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items() if v])
+    return run.info.run_id
+
+
+def adopt(run_id: str, parent: str) -> None:
+    """Make `run_id` a child of benchmark `parent` (a run DVC's cache handed back unchanged)."""
+    client = _client()
+    if client.get_run(run_id).data.tags.get("mlflow.parentRunId") != parent:
+        client.set_tag(run_id, "mlflow.parentRunId", parent)
+
+
+def search(dataset: str, filter_string: str = "", finished: bool = True):
+    """Runs of data set `dataset` as a pandas DataFrame (newest first); empty if none."""
+    import mlflow
+    import pandas as pd
+
+    _client()
+    if mlflow.get_experiment_by_name(dataset) is None:
+        return pd.DataFrame()
+    filters = [
+        f for f in (filter_string, "attributes.status = 'FINISHED'" if finished else "") if f
+    ]
+    return mlflow.search_runs(
+        experiment_names=[dataset],
+        filter_string=" and ".join(filters),
+        order_by=["attributes.start_time DESC"],
+    )
+
+
+def benchmarks(dataset: str):
+    """Benchmark parent runs of `dataset`, newest first."""
+    return search(dataset, f"tags.`{BENCHMARK_TAG}` != ''", finished=False)
+
+
 def latest_runs(dataset: str):
     """The latest finished run of every model on data set `dataset`, as a pandas DataFrame."""
     import mlflow
@@ -162,6 +225,10 @@ def latest_runs(dataset: str):
 
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in _client().get_metric_history(run_id, key)]
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    return dict(_client().get_run(run_id).data.tags)
 
 
 def metric_keys(run_id: str) -> list[str]:

@@ -34,6 +34,7 @@ def prepared(project: Path, monkeypatch) -> Path:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     genbench("prepare")
     genbench("classifier")
+    genbench("reference")
     return project
 
 
@@ -56,8 +57,22 @@ def test_conditional_model_trains_samples_evaluates_and_reports(prepared: Path, 
     assert (prepared / "runs" / "figures" / "conditions.png").exists()
     genbench("report")
     md = (prepared / "reports" / "benchmark.md").read_text()
-    assert "## Conditions obeyed" in md
+    title = "Image-to-image translation" if model in ("cyclegan", "stargan") else "Conditional"
+    assert f"## {title}" in md and "| data (real images) |" in md
     assert f"![{model} inputs beside outputs" in md
     # params.yaml's translation models use the semantic term: their rows say they saw labels
     assert (f"| {model} (labels) |" in md) == (model in ("cyclegan", "stargan"))
     assert (prepared / "reports" / "figures" / f"conditions_{model}.png").exists()
+
+
+@pytest.mark.parametrize("model", ["baseline", "vae", "infogan"])
+def test_unconditional_model_gets_the_metrics_it_declares(prepared: Path, model: str):
+    set_params(prepared, model=model, infogan={"steps": 2, "g_channels": 4, "d_channels": 4})
+    for stage in ("train", "sample", "evaluate"):
+        genbench(stage)
+    m = json.loads((prepared / "metrics.json").read_text())
+    assert m["fid"] is not None and m["copy_rate"] is not None and m["protocol"]
+    assert (m["bpd"] is not None) == (model != "infogan")
+    assert (m["code_accuracy"] is not None) == (model == "infogan")
+    assert (m["val_bpd"] is not None) == (model == "vae")  # a likelihood model trained in steps
+    assert (m["train_images_per_s"] is None) == (model == "baseline")  # counting reads no batch

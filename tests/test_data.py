@@ -27,10 +27,20 @@ from gen.data import (
 
 
 # ---------------------------------------------------------------------------------- digits
+def pairs(x: torch.Tensor, y: torch.Tensor) -> list[tuple[bytes, int]]:
+    """Images with their labels, in a canonical order: splits compared as multisets."""
+    return sorted(zip((bytes(r.numpy()) for r in x), y.tolist(), strict=True))
+
+
+def whole_train(split) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split before the validation images were held out of it."""
+    return torch.cat([split.train_x, split.val_x]), torch.cat([split.train_y, split.val_y])
+
+
 def test_digits_are_1x8x8_uint8_with_17_levels_split_1437_360(digits):
     assert digits.meta.shape == (1, 8, 8)
     assert digits.meta.levels == 17 and digits.meta.n_classes == 10
-    assert digits.train_x.shape == (1437, 1, 8, 8)
+    assert whole_train(digits)[0].shape == (1437, 1, 8, 8)
     assert digits.test_x.shape == (360, 1, 8, 8)
     for x in (digits.train_x, digits.test_x):
         assert x.dtype == torch.uint8
@@ -46,10 +56,24 @@ def test_digits_split_is_stratified_by_class(digits):
     assert ((test - expected).abs() <= 1).all()
 
 
-def test_digits_split_is_the_same_for_every_training_seed(digits):
-    other = load(DataConfig(), seed=123)
-    assert torch.equal(other.test_x, digits.test_x)
-    assert torch.equal(other.train_y, digits.train_y)
+def test_digits_split_is_a_function_of_the_data_section_alone(digits):
+    again = load(DataConfig())
+    assert torch.equal(again.test_x, digits.test_x)
+    assert torch.equal(again.train_y, digits.train_y)
+    other = load(DataConfig(seed=1))  # the data's own seed moves the split
+    assert not torch.equal(other.test_x, digits.test_x)
+
+
+def test_validation_split_is_carved_from_training_and_stratified(digits):
+    n_val, n_train = len(digits.val_x), len(digits.train_x)
+    assert n_val == pytest.approx(0.1 * (n_val + n_train), abs=1)
+    counts = torch.bincount(digits.val_y, minlength=10)
+    assert (counts >= 10).all()  # every class held out
+    val = {bytes(x.numpy()) for x in digits.val_x}
+    train = {bytes(x.numpy()) for x in digits.train_x}
+    test = {bytes(x.numpy()) for x in digits.test_x}
+    # The sklearn digits hold a few duplicate images; disjoint indices leave only those shared.
+    assert len(val & test) <= 2 and len(val & train) <= 2
 
 
 def test_binarized_digits_have_two_levels_and_values_0_or_1(digits):
@@ -109,12 +133,13 @@ def test_mixture_exact_test_bpd_is_the_mean_test_nll_in_bits_per_dim(mixture):
 
 def test_mixture_shapes_levels_and_sizes(mixture):
     assert mixture.meta.shape == (1, 8, 8) and mixture.meta.levels == 17
-    assert mixture.train_x.shape == (50, 1, 8, 8) and mixture.test_x.shape == (300, 1, 8, 8)
+    assert len(mixture.train_x) + len(mixture.val_x) == 50
+    assert mixture.train_x.shape[1:] == (1, 8, 8) and mixture.test_x.shape == (300, 1, 8, 8)
     assert mixture.train_x.dtype == torch.uint8 and int(mixture.test_x.max()) < 17
 
 
 def test_mixture_is_a_function_of_its_params_not_the_seed(mixture):
-    again = load(DataConfig(name="mixture", n_train=50, n_test=300), seed=7)
+    again = load(DataConfig(name="mixture", n_train=50, n_test=300))
     assert torch.equal(again.test_x, mixture.test_x)
 
 
@@ -202,9 +227,9 @@ def test_mnist_loads_offline_from_idx_files_exactly(mnist_root, no_download):
     split = load(DataConfig(name="mnist", root=str(root)))
     assert split.meta.shape == (1, 28, 28) and split.meta.levels == 256
     assert split.train_x.dtype == torch.uint8
-    assert torch.equal(split.train_x, torch.from_numpy(train).unsqueeze(1))
+    expected = pairs(torch.from_numpy(train).unsqueeze(1), torch.from_numpy(train_y))
+    assert pairs(*whole_train(split)) == expected
     assert torch.equal(split.test_x, torch.from_numpy(test).unsqueeze(1))
-    assert split.train_y.tolist() == train_y.tolist()
     assert split.test_y.tolist() == test_y.tolist()
 
 
@@ -212,9 +237,11 @@ def test_mnist_resized_to_16_pixels(mnist_root, no_download):
     root, _ = mnist_root
     split = load(DataConfig(name="mnist", root=str(root), image_size=16))
     assert split.meta.shape == (1, 16, 16)
-    assert split.train_x.shape == (20, 1, 16, 16) and split.test_x.shape == (10, 1, 16, 16)
-    assert split.train_x.dtype == torch.uint8
-    assert (split.train_x[0] == 0).all() and (split.train_x[1] == 200).all()
+    x, _ = whole_train(split)
+    assert x.shape == (20, 1, 16, 16) and split.test_x.shape == (10, 1, 16, 16)
+    assert x.dtype == torch.uint8
+    constant = {int(img.unique()[0]) for img in x if len(img.unique()) == 1}
+    assert constant == {0, 200}
 
 
 def test_missing_mnist_is_a_one_line_data_error_naming_the_folder(tmp_path, no_download):
@@ -239,9 +266,9 @@ def test_image_folder_loads_class_subfolders_as_grayscale(tmp_path):
     split = load(DataConfig(name="image_folder", root=str(tmp_path), channels=1, image_size=8))
     assert split.meta.shape == (1, 8, 8) and split.meta.levels == 256
     assert split.meta.n_classes == 2
-    assert len(split.train_x) + len(split.test_x) == 10 and len(split.test_x) == 2
-    x = torch.cat([split.train_x, split.test_x])
-    y = torch.cat([split.train_y, split.test_y])
+    assert len(whole_train(split)[0]) + len(split.test_x) == 10 and len(split.test_x) == 2
+    x = torch.cat([whole_train(split)[0], split.test_x])
+    y = torch.cat([whole_train(split)[1], split.test_y])
     assert x.dtype == torch.uint8
     for label, shade in enumerate(shades.values()):  # classes in sorted folder order
         assert (x[y == label] == shade).all()

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from gen.classifier import ClassifierConfig, classifier_checkpoint, train_classifier
+from gen.evaluation import extract
+from gen.evaluation import quality as quality_of
 from gen.metrics import (
     MetricError,
     agreement,
@@ -15,12 +17,19 @@ from gen.metrics import (
     dataset_bpd,
     masked_error,
     mean_nll,
-    sample_quality,
     to_rgb8,
 )
 from gen.models.baseline import Baseline, BaselineConfig
 
-KEYS = {"fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall"}
+KEYS = {"fid", "fid_sd", "is_mean", "is_std", "kid_mean", "kid_sd", "precision", "recall"}
+KEYS |= {"density", "coverage", "copy_rate"}
+
+
+def sample_quality(x, reference, levels, extractor="classifier", weights_path=None, train=None):
+    """Features of both sets (and the training images), then every quality figure."""
+    f = [extract(y, levels, extractor, weights_path) for y in (x, reference)]
+    t = extract(train, levels, extractor, weights_path) if train is not None else None
+    return quality_of(f[0], f[1], t, kid_subset_size=100, n_boot=5)
 
 
 # ------------------------------------------------------------------------------ likelihoods
@@ -79,8 +88,9 @@ def quality(digits, classifier_path):
         "baseline": baseline.sample(len(test_x), g),
         "noise": torch.randint(0, 17, test_x.shape, generator=g, dtype=torch.uint8),
     }
+    train = digits.train_x
     return {
-        name: sample_quality(x, test_x, 17, weights_path=classifier_path, kid_subset_size=100)
+        name: sample_quality(x, test_x, 17, weights_path=classifier_path, train=train)
         for name, x in sets.items()
     }
 
@@ -110,6 +120,29 @@ def test_fid_orders_noise_worse_than_baseline_samples_worse_than_real_data(quali
 
 def test_inception_score_of_real_digits_beats_noise(quality):
     assert quality["itself"]["is_mean"] > 2 * quality["noise"]["is_mean"]
+
+
+def test_kid_of_real_against_real_is_about_zero_on_standardised_features(quality):
+    assert abs(quality["itself"]["kid_mean"]) < 0.01
+    assert quality["noise"]["kid_mean"] > 100 * max(abs(quality["itself"]["kid_mean"]), 1e-4)
+
+
+def test_density_and_coverage_of_real_data_beat_noise(quality):
+    assert quality["itself"]["coverage"] == pytest.approx(1.0)
+    assert quality["noise"]["coverage"] < 0.2 < quality["baseline"]["coverage"]
+    assert quality["noise"]["density"] < quality["itself"]["density"]
+
+
+def test_copy_rate_of_training_images_is_one_and_of_held_out_ones_is_not(digits, classifier_path):
+    train = digits.train_x
+    copies = sample_quality(
+        train[:200], digits.test_x, 17, weights_path=classifier_path, train=train
+    )
+    held_out = sample_quality(
+        digits.val_x, digits.test_x, 17, weights_path=classifier_path, train=train
+    )
+    assert copies["copy_rate"] == 1.0
+    assert held_out["copy_rate"] < 0.8
 
 
 def test_inception_extractor_with_missing_weights_raises_metric_error(tmp_path):

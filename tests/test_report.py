@@ -1,14 +1,19 @@
-"""The report: built from MLflow runs, one row per model, figures embedded, values escaped."""
+"""The report: a benchmark's runs aggregated over seeds, one protocol per table, a data row,
+rankings only where a test supports them, columns from the metric registry, values escaped."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from gen.evaluation import METRICS
 from gen.plots import save_grid
 from pipeline import report, tracking
+
+PROTOCOL = "p1"
 
 
 @pytest.fixture
@@ -18,88 +23,171 @@ def store(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def bench(store: Path, monkeypatch) -> str:
+    """A benchmark parent run; runs started meanwhile are its children."""
+    parent = tracking.start_benchmark("digits", "benchmark-test", {"models": "x"})
+    tracking.set_tags(parent, {"protocol": PROTOCOL})
+    monkeypatch.setenv(tracking.PARENT_ENV, parent)
+    return parent
+
+
 def finished_run(
     model: str,
     family: str,
     metrics: dict,
     tmp_path: Path,
-    losses=(3.0, 2.0, 1.5),
+    seed: int = 0,
+    protocol: str = PROTOCOL,
     extractor: str = "classifier",
+    losses=(3.0, 2.0, 1.5),
 ):
-    run_id = tracking.start_run("digits", model, family, {"model": model, "opt": {"lr": 0.001}})
+    run_id = tracking.start_run("digits", model, family, {"model": model}, seed)
     for step, value in enumerate(losses, start=1):
         tracking.log_metrics(run_id, {"train/model/loss": value}, step * 10)
     images = torch.randint(0, 17, (4, 1, 8, 8), dtype=torch.uint8)
-    grid = save_grid(images, 17, tmp_path / "samples.png")
-    tracking.log_artifact(run_id, grid, "samples")
+    tracking.log_artifact(run_id, save_grid(images, 17, tmp_path / "samples.png"), "samples")
     tracking.log_metrics(run_id, metrics)
-    tracking.set_tags(run_id, {"feature_extractor": extractor, "bpd_kind": "exact"})
+    tags = {"feature_extractor": extractor, "bpd_kind": "exact", "protocol": protocol}
+    tracking.set_tags(run_id, tags)
     tracking.finish(run_id)
     return run_id
 
 
-def test_report_has_a_row_per_model_with_na_where_a_metric_does_not_apply(store: Path):
-    finished_run("pixelcnn", "autoregressive", {"bpd": 1.9, "fid": 20.0, "params": 1000}, store)
-    finished_run("dcgan", "adversarial", {"fid": 10.0, "params": 5000}, store)
-    md, page = report.build_report("digits", store / "reports", ["pixelcnn", "dcgan"])
+def data_row(draws: dict[str, list[float]], protocol: str = PROTOCOL) -> str:
+    run_id = tracking.start_run("digits", "data", "data", {}, None)
+    tracking.set_tags(run_id, {"protocol": protocol})
+    for key, values in draws.items():
+        for i, v in enumerate(values):
+            tracking.log_metrics(run_id, {f"classifier/{key}": v}, i)
+    tracking.finish(run_id)
+    return run_id
+
+
+def table(text: str, title: str) -> list[str]:
+    """The rows (header first) of the Markdown table under heading `title`."""
+    part = text.split(f"## {title}")[1].split("\n## ")[0]
+    return [ln for ln in part.splitlines() if ln.startswith("| ")]
+
+
+def test_cells_are_mean_sd_and_a_t_interval_over_seeds(store: Path, bench: str):
+    for seed, fid in enumerate([10.0, 12.0, 14.0]):
+        finished_run("dcgan", "adversarial", {"fid": fid}, store, seed=seed)
+    finished_run("gan", "adversarial", {"fid": 30.0}, store, seed=0)
+    md, _ = report.build_report("digits", store / "reports", ["dcgan", "gan"])
+    rows = table(md.read_text(), "Likelihood and sample quality")
+    half = 4.302653 * 2.0 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
+    assert rows[0] == "| model | n | FID |"  # columns no model has are left out
+    assert rows[1] == f"| dcgan | 3 | 12.00 ± 2.00 [{12 - half:.2f}, {12 + half:.2f}] |"
+    assert rows[2] == "| gan | 1 | 30.00 |"  # one seed: no spread, no interval
+
+
+def test_the_data_row_stands_first_with_its_spread_over_draws(store: Path, bench: str):
+    finished_run("dcgan", "adversarial", {"fid": 20.0, "precision": 0.7}, store)
+    data_row({"fid": [9.0, 11.0], "precision": [0.9, 0.9]})
+    md, page = report.build_report("digits", store / "reports", ["dcgan"])
+    rows = table(md.read_text(), "Likelihood and sample quality")
+    assert rows[1].startswith("| data (real images) | 2 |") and "10.00 ± 1.41" in rows[1]
+    assert "class='data'" in page.read_text()
+
+
+def test_runs_of_another_protocol_are_kept_out_and_listed(store: Path, bench: str):
+    finished_run("dcgan", "adversarial", {"fid": 20.0}, store)
+    finished_run("vae", "latent-variable", {"fid": 40.0}, store, protocol="other")
+    md, _ = report.build_report("digits", store / "reports", ["dcgan", "vae"])
     text = md.read_text()
-    rows = [ln for ln in text.splitlines() if ln.startswith(("| pixelcnn", "| dcgan"))]
-    assert len(rows) == 2 and rows[0].startswith("| pixelcnn")  # benchmark order
-    assert "1.900" in rows[0] and "n/a" in rows[1]  # a GAN has no bits/dim
-    assert "20.00 [classifier]" in rows[0]  # the feature extractor stands beside the number
-    for fig in ("bpd.png", "fid.png", "losses.png", "samples_pixelcnn.png", "samples_dcgan.png"):
-        assert (store / "reports" / "figures" / fig).exists(), fig
-    html_text = page.read_text()
-    assert html_text.count("data:image/png;base64,") == 5  # self-contained: no file references
-    assert "figures/" not in html_text
+    assert "| dcgan |" in text and "| vae |" not in text
+    assert "Kept out (another protocol fingerprint): vae-s0" in text
 
 
-def test_fids_of_different_feature_extractors_are_charted_apart(store: Path):
+def test_ranking_says_better_only_where_welch_supports_it(store: Path, bench: str):
+    for seed, (a, b, c) in enumerate([(10.0, 20.0, 21.0), (10.1, 20.5, 19.0), (9.9, 19.5, 23.0)]):
+        finished_run("dcgan", "adversarial", {"fid": a}, store, seed=seed)
+        finished_run("gan", "adversarial", {"fid": b}, store, seed=seed)
+        finished_run("infogan", "adversarial", {"fid": c}, store, seed=seed)
+    md, _ = report.build_report("digits", store / "reports", ["dcgan", "gan", "infogan"])
+    text = md.read_text().split("### FID, unconditional models")[1]
+    assert "1. dcgan" in text and "dcgan is better than gan (Welch t-test over seeds" in text
+    assert "gan and infogan are not distinguishable" in text
+
+
+def test_the_registry_drives_the_columns(store: Path, bench: str):
+    quality = [m for m in METRICS if m.table == "quality"]
+    finished_run("vae", "latent-variable", {m.key: 1.0 for m in quality}, store)
+    md, _ = report.build_report("digits", store / "reports", ["vae"])
+    text = md.read_text()
+    heads = table(text, "Likelihood and sample quality")[0] + table(text, "Fidelity, diversity")[0]
+    for m in quality:
+        assert f"| {m.label} |" in heads, m.key
+    assert metric_note("copy_rate") in text  # notes come from the registry too
+
+
+def metric_note(key: str) -> str:
+    return next(m.note for m in METRICS if m.key == key)[:40]
+
+
+def test_conditional_and_translation_models_have_their_own_tables(store: Path, bench: str):
     finished_run("dcgan", "adversarial", {"fid": 10.0}, store)
-    finished_run("cyclegan", "translation", {"fid": 300.0}, store, extractor="domain-classifier")
-    md, _ = report.build_report("digits", store / "reports", ["dcgan", "cyclegan"])
+    finished_run("puzzlegan", "conditional", {"fid": 12.0, "patch_error": 0.05}, store)
+    translation = {"fid": 30.0, "label_preservation": 0.91, "domain_accuracy": 0.88}
+    finished_run("stargan", "translation", translation, store, extractor="domain-classifier")
+    md, _ = report.build_report("digits", store / "reports", ["dcgan", "puzzlegan", "stargan"])
+    text = md.read_text()
+    assert "| puzzlegan |" not in "\n".join(table(text, "Likelihood and sample quality"))
+    cond = table(text, "Conditional generation")
+    assert cond[0].startswith("| model | n | patch err | FID") and cond[1].startswith("| puzzlegan")
+    trans = table(text, "Image-to-image translation")
+    assert "label kept" in trans[0] and trans[1].startswith("| stargan | 1 | 0.910 | 0.880")
     figs = store / "reports" / "figures"
-    assert (figs / "fid.png").exists() and (figs / "fid_domain-classifier.png").exists()
-    text = md.read_text()
-    assert "![FID [classifier]]" in text and "![FID [domain-classifier]]" in text
+    assert (figs / "fid.png").exists() and (figs / "fid_translation.png").exists()
+    assert (figs / "fid_conditional.png").exists()
 
 
-def test_a_translation_trained_with_class_labels_is_marked_and_explained(store: Path):
+def test_the_report_is_of_the_latest_benchmark_or_the_one_asked_for(store: Path, monkeypatch):
+    first = tracking.start_benchmark("digits", "benchmark-1", {})
+    monkeypatch.setenv(tracking.PARENT_ENV, first)
+    finished_run("vae", "latent-variable", {"bpd": 2.2}, store)
+    second = tracking.start_benchmark("digits", "benchmark-2", {})
+    monkeypatch.setenv(tracking.PARENT_ENV, second)
+    finished_run("dcgan", "adversarial", {"fid": 5.0}, store)
+    assert list(report.collect("digits").runs.model) == ["dcgan"]
+    assert list(report.collect("digits", first).runs.model) == ["vae"]
+    with pytest.raises(report.ReportError, match="no benchmark run 'nope'"):
+        report.collect("digits", "nope")
+
+
+def test_a_run_that_did_not_finish_is_named_not_silently_dropped(store: Path, bench: str):
+    finished_run("vae", "latent-variable", {"bpd": 2.1}, store)
+    unfinished = tracking.start_run("digits", "dcgan", "adversarial", {}, 1)
+    tracking.finish(unfinished, "FAILED")
+    md, _ = report.build_report("digits", store / "reports", ["vae", "dcgan"])
+    assert "Did not finish (not in the tables): dcgan-s1" in md.read_text()
+
+
+def test_a_translation_trained_with_class_labels_is_marked_and_explained(store: Path, bench):
     semantic = {"label_preservation": 0.9, "domain_accuracy": 0.9, "fid": 300.0}
-    run_id = finished_run("cyclegan", "translation", semantic, store)
+    run_id = finished_run("cyclegan", "translation", semantic, store, extractor="domain-classifier")
     tracking.set_tags(run_id, {"class_labels": "yes"})
-    finished_run("stargan", "translation", {"label_preservation": 0.8}, store)
-    md, _ = report.build_report("digits", store / "reports", ["cyclegan", "stargan"])
+    md, _ = report.build_report("digits", store / "reports", ["cyclegan"])
     text = md.read_text()
-    assert "| cyclegan (labels) |" in text and "| stargan |" in text
+    assert "| cyclegan (labels) |" in text
     assert "(labels): trained with the training images' class labels" in text
 
 
-def test_no_labels_note_when_no_model_used_class_labels(store: Path):
-    finished_run("stargan", "translation", {"label_preservation": 0.8}, store)
-    md, _ = report.build_report("digits", store / "reports", ["stargan"])
-    assert "(labels)" not in md.read_text()
-
-
-def test_report_takes_the_latest_finished_run_of_each_model(store: Path):
-    finished_run("vae", "latent-variable", {"bpd": 2.2}, store)
-    finished_run("vae", "latent-variable", {"bpd": 2.1}, store)
-    unfinished = tracking.start_run("digits", "vae", "latent-variable", {})
-    tracking.log_metrics(unfinished, {"bpd": 9.9})
-    df = report.collect("digits")
-    assert list(df.model) == ["vae"] and df.bpd[0] == pytest.approx(2.1)
-
-
-def test_values_from_params_and_run_names_are_escaped_in_html(store: Path):
+def test_values_from_names_are_escaped_in_html_and_markdown(store: Path, bench: str):
     finished_run("<script>alert(1)</script>", "adversarial", {"fid": 1.0}, store)
-    _, page = report.build_report("digits", store / "reports")
-    text = page.read_text()
-    assert "<script>" not in text and "&lt;script&gt;" in text
-
-
-def test_report_without_runs_says_how_to_make_them(store: Path):
     md, page = report.build_report("digits", store / "reports")
-    assert "genbench benchmark" in md.read_text() and "genbench benchmark" in page.read_text()
+    for text in (page.read_text(), md.read_text()):
+        assert "<script>" not in text and "&lt;script&gt;" in text
+
+
+def test_no_runs_is_an_error_and_the_old_report_stays(store: Path):
+    out = store / "reports"
+    out.mkdir()
+    (out / "benchmark.md").write_text("old report")
+    with pytest.raises(report.ReportError, match="no finished runs"):
+        report.build_report("digits", out)
+    assert (out / "benchmark.md").read_text() == "old report"
 
 
 @pytest.mark.parametrize(
@@ -122,23 +210,3 @@ def test_sample_stage_draws_the_figures_a_model_is_capable_of(
     made = model_figures(model, digits, tmp_path, seed=0)
     assert {p.name for p in made} == expected
     assert all(p.stat().st_size > 0 for p in made)
-
-
-def test_conditional_models_get_a_second_table_of_conditions_obeyed(store: Path):
-    finished_run("dcgan", "adversarial", {"fid": 10.0}, store)
-    finished_run(
-        "stargan",
-        "translation",
-        {"fid": 30.0, "label_preservation": 0.91, "domain_accuracy": 0.88, "cycle_error": 0.05},
-        store,
-    )
-    md, page = report.build_report("digits", store / "reports", ["dcgan", "stargan"])
-    text = md.read_text()
-    assert "## Conditions obeyed" in text
-    second = text.split("## Conditions obeyed")[1]
-    rows = [ln for ln in second.splitlines() if ln.startswith("| ")]
-    assert rows[0].startswith("| model | family | condition acc | patch err | label kept")
-    assert len(rows) == 2 and rows[1].startswith("| stargan")  # header, then stargan only
-    assert "| n/a | n/a | 0.910 | 0.880 | 0.050 | 30.00 [classifier] |" in rows[1]
-    assert "label kept = a classifier" in text  # the note says what the columns mean
-    assert "Conditions obeyed" in page.read_text()

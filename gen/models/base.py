@@ -56,6 +56,9 @@ class GenerativeModel(nn.Module):
     # Whether training pairs each image with its class label beside its condition (translation
     # models' semantic term: y = (domain id, label)); the report marks such runs.
     uses_labels: bool = False
+    # Phases whose loss never reads the batch's images (a GAN's generator step only needs its
+    # size): they do not count towards the images a model consumes (train img/s).
+    image_free_phases: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: ModelConfig, meta: DataMeta) -> None:
         super().__init__()

@@ -104,6 +104,7 @@ class AdversarialModel(GenerativeModel):
 
     family = "adversarial"
     Config = GANConfig
+    image_free_phases = ("g",)  # G draws its own noise; only the batch size is read
     generator_net: nn.Module
     discriminator_net: nn.Module
 

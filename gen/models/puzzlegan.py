@@ -108,6 +108,7 @@ class PuzzleGAN(AdversarialModel):
     family = "conditional"
     condition = "image"
     Config = PuzzleGANConfig
+    image_free_phases = ()  # G completes real images: every phase reads them
 
     def __init__(self, cfg: PuzzleGANConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)

@@ -1,0 +1,93 @@
+"""Hashes that say what made a result: the training code, the prepared data, the ruler.
+
+A checkpoint resumes only under the same code and data hashes, and every run is tagged with
+the protocol fingerprint (data config and split, evaluation classifier, eval params, library
+versions): the report puts only runs with one fingerprint in one table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+GEN = Path(__file__).resolve().parents[1] / "gen"
+# eval params that change how samples are scored (batch_size only changes the speed)
+EVAL_KEYS_IGNORED = ("batch_size",)
+
+
+def _digest(parts: list[bytes]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()
+
+
+def code_hash(root: Path = GEN) -> str:
+    """sha256 of the model library's sources (gen/**/*.py): an edited loss is another model."""
+    files = sorted(root.rglob("*.py"))
+    parts: list[bytes] = []
+    for f in files:
+        parts += [f.relative_to(root).as_posix().encode(), f.read_bytes()]
+    return _digest(parts)[:16]
+
+
+def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of tensors' names, dtypes, shapes and bytes (not of a pickle's framing)."""
+    parts: list[bytes] = []
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        parts += [key.encode(), f"{t.dtype}{tuple(t.shape)}".encode(), t.numpy().tobytes()]
+    return _digest(parts)
+
+
+def split_hash(prepared: Path) -> str:
+    """The prepared data's identity: every tensor of data/prepared and its metadata."""
+    parts = []
+    for name in ("data.pt", "domains.pt"):
+        path = prepared / name
+        if path.exists():
+            tensors = torch.load(path, weights_only=True)
+            parts.append(tensors_hash({k: v for k, v in tensors.items() if torch.is_tensor(v)}))
+    meta = prepared / "meta.json"
+    if meta.exists():
+        parts.append(hashlib.sha256(meta.read_bytes()).hexdigest())
+    return _digest([p.encode() for p in parts])[:16]
+
+
+def classifier_hash(folder: Path) -> str:
+    """sha256 of the evaluation classifiers' weights (the ruler every sample is measured with)."""
+    parts = []
+    for path in sorted(folder.glob("*.pt")):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        parts += [path.name.encode(), tensors_hash(ckpt["state_dict"]).encode()]
+    return _digest(parts)[:16]
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def fingerprint(
+    data: dict[str, Any], eval_params: dict[str, Any], prepared: Path, classifiers: Path
+) -> dict[str, str]:
+    """The protocol's parts and their joint fingerprint, as MLflow tags (`protocol.*`)."""
+    scoring = {k: v for k, v in sorted((eval_params or {}).items()) if k not in EVAL_KEYS_IGNORED}
+    parts = {
+        "protocol.data": json.dumps(data or {}, sort_keys=True, default=str),
+        "protocol.split": split_hash(prepared),
+        "protocol.classifier": classifier_hash(classifiers),
+        "protocol.eval": json.dumps(scoring, sort_keys=True, default=str),
+        "protocol.torch": torch.__version__.split("+")[0],
+        "protocol.torch_fidelity": _version("torch-fidelity"),
+    }
+    joint = _digest([f"{k}={v}".encode() for k, v in sorted(parts.items())])[:12]
+    return {"protocol": joint, **parts}
