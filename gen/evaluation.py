@@ -5,11 +5,11 @@ the report's columns and notes and the tests all read it. What a model is measur
 from what it declares it can do (`capabilities`), in this one place.
 
 Sample quality is computed once per (samples, reference) pair from features extracted once:
-the feature extractor's vectors are standardised with the reference set's per-dimension mean
-and standard deviation, and FID, KID, precision / recall (torch-fidelity's own functions),
-density / coverage and the copy rate are all computed in that standardised space. KID's cubic
-kernel assumes features of order 1, so on raw 128-d classifier features it read in the
-thousands; standardised, real-vs-real KID is about 0.
+the feature extractor's vectors are whitened with the training split's mean and covariance
+(fixed: the same for every model, seed and draw), and FID, KID, precision / recall, density /
+coverage and the copy rate are all computed in that space. KID's cubic kernel assumes features
+of order 1 in every direction, so on raw 128-d classifier features it read in the thousands;
+whitened, real-vs-real KID is about 0 (see `gen.metrics.whitener`).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ METRICS: tuple[Metric, ...] = (
         "{:.2f}",
         "lower",
         "quality",
-        "Frechet distance of samples to the test split in the standardised feature space",
+        "Frechet distance of samples to the test split in the whitened feature space",
     ),
     Metric(
         "fid_sd",
@@ -71,7 +71,7 @@ METRICS: tuple[Metric, ...] = (
         "{:.4f}",
         "lower",
         "quality",
-        "unbiased MMD^2, cubic kernel, standardised features (real vs real is about 0)",
+        "unbiased MMD^2, cubic kernel, whitened features (real vs real is about 0)",
     ),
     Metric("is_mean", "IS", "{:.2f}", "higher", "quality", "Inception score of the logits"),
     Metric("precision", "precision", "{:.3f}", "higher", "quality", "k=3 manifold (Kynkaanniemi)"),
@@ -275,6 +275,7 @@ def _inception_features(images, levels, weights, batch_size, device) -> Features
 def quality(
     samples: Features,
     reference: Features,
+    scale: Features,
     train: Features | None = None,
     kid_subset_size: int = 1000,
     n_boot: int = 20,
@@ -284,14 +285,15 @@ def quality(
     and KID agree with torch-fidelity's to 1e-4 / 1e-10, tests/test_feature_metrics.py), each
     with its own sampling spread (FID: bootstrap over the samples; KID: sd over its random
     subsets of the samples); with `train`, the copy
-    rate. Features are standardised with the reference's statistics first."""
+    rate. Features are whitened first with the statistics of `scale`, a fixed set (the
+    training split: the same for every model and draw)."""
     from torch_fidelity.metric_isc import isc_features_to_metric
     from torch_fidelity.metric_prc import prc_features_to_metric
 
-    mean, std = M.standardiser(reference.features.numpy())
+    mean, w = M.whitener(scale.features.numpy())
 
     def std_(f: Features | None) -> np.ndarray | None:
-        return None if f is None else M.standardise(f.features.numpy(), mean, std)
+        return None if f is None else M.whiten(f.features.numpy(), mean, w)
 
     a, b, t = std_(samples), std_(reference), std_(train)
     subset = max(2, min(kid_subset_size, len(a), len(b)))
@@ -399,11 +401,11 @@ def evaluate_model(
             mask = model.patch_mask(sources.to(device)).cpu()
         out["patch_error"] = M.masked_error(sources, samples, mask, levels)
     weights = protocol.weights("classes")
-    feats = [
+    a, b, train = (
         extract(x, levels, protocol.extractor, weights, bs, device)
         for x in (samples, test, split.train_x)
-    ]
-    out.update(quality(*feats, protocol.kid_subset_size, protocol.n_boot, seed))
+    )
+    out.update(quality(a, b, train, train, protocol.kid_subset_size, protocol.n_boot, seed))
     out["feature_extractor"] = protocol.space_name("classes")
     return out
 
@@ -434,10 +436,11 @@ def _translation(model, split, saved, protocol: Protocol, seed: int, device) -> 
             ]
         )
     out["cycle_error"] = M.reconstruction_error(sources, back, levels)
+    scale = _domain_features(d.train_x, levels, protocol, device)
     per_target = []
     for t in targets.unique().tolist():
         reference = d.test_x[d.test_d == t]
-        q = _domain_quality(images[targets == t], reference, levels, protocol, seed, device)
+        q = _domain_quality(images[targets == t], reference, scale, levels, protocol, seed, device)
         out[f"fid_to_{d.names[t]}"] = q["fid"]
         per_target.append(q)
     out.update(_mean_of(per_target))
@@ -445,10 +448,17 @@ def _translation(model, split, saved, protocol: Protocol, seed: int, device) -> 
     return out
 
 
-def _domain_quality(images, reference, levels, protocol: Protocol, seed, device):
-    weights, bs = protocol.weights("domains"), protocol.batch_size
-    f = [extract(x, levels, protocol.extractor, weights, bs, device) for x in (images, reference)]
-    return quality(f[0], f[1], None, protocol.kid_subset_size, protocol.n_boot, seed)
+def _domain_features(x, levels, protocol: Protocol, device) -> Features:
+    return extract(
+        x, levels, protocol.extractor, protocol.weights("domains"), protocol.batch_size, device
+    )
+
+
+def _domain_quality(images, reference, scale, levels, protocol: Protocol, seed, device):
+    """Translations (or real images) of one domain against that domain's test images, whitened
+    by the statistics of every domain's training images in the domain classifier's space."""
+    a, b = (_domain_features(x, levels, protocol, device) for x in (images, reference))
+    return quality(a, b, scale, None, protocol.kid_subset_size, protocol.n_boot, seed)
 
 
 def _mean_of(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -471,28 +481,27 @@ def reference_rows(split: Any, protocol: Protocol, device: torch.device | str = 
         return extract(x, levels, protocol.extractor, w, bs, device)
 
     train, test = feats(split.train_x, weights), feats(split.test_x, weights)
-    held_out = feats(split.val_x, weights) if split.val_x is not None else None
-    copies = None
-    if held_out is not None:
-        copies = quality(held_out, test, train, protocol.kid_subset_size, 2, 0)["copy_rate"]
+    held_out = feats(split.val_x, weights)
+    copies = quality(held_out, test, train, train, protocol.kid_subset_size, 2, 0)["copy_rate"]
     rows: dict[str, list[dict[str, float]]] = {protocol.space_name("classes"): []}
     g = torch.Generator().manual_seed(0)
     for draw in range(protocol.reference_draws):
         idx = torch.randperm(len(split.train_x), generator=g)[:n]
         pick = Features(train.features[idx], train.logits[idx])
-        row = quality(pick, test, None, protocol.kid_subset_size, protocol.n_boot, draw)
+        row = quality(pick, test, train, None, protocol.kid_subset_size, protocol.n_boot, draw)
         rows[protocol.space_name("classes")].append({**row, "copy_rate": copies})
     d = split.domains
     if d is not None and protocol.domain_classifier is not None:
         space = protocol.space_name("domains")
         rows[space] = []
         per_domain = max(2, protocol.n_samples // 2)  # about what a translation target gets
+        scale = _domain_features(d.train_x, levels, protocol, device)
         for draw in range(protocol.reference_draws):
             per = []
             for t in range(len(d.names)):
                 pool = d.train_x[d.train_d == t]
                 idx = torch.randperm(len(pool), generator=g)[: min(per_domain, len(pool))]
                 ref = d.test_x[d.test_d == t]
-                per.append(_domain_quality(pool[idx], ref, levels, protocol, draw, device))
+                per.append(_domain_quality(pool[idx], ref, scale, levels, protocol, draw, device))
             rows[space].append(_mean_of(per))
     return rows

@@ -119,7 +119,7 @@ def masked_error(x: torch.Tensor, x_hat: torch.Tensor, mask: torch.Tensor, level
 
 # ------------------------------------------------------------------ metrics on feature vectors
 # FID, KID, density/coverage and copy rate straight from (N, D) feature matrices, so the same
-# features (for example standardised ones) feed every metric and each can be bootstrapped.
+# features (for example whitened ones) feed every metric and each can be bootstrapped.
 
 
 def _features(x: torch.Tensor | np.ndarray, name: str = "features") -> np.ndarray:
@@ -315,19 +315,24 @@ def bootstrap_spread(
     return float(np.std(values, ddof=1))
 
 
-def standardiser(reference: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean and std (ddof=0, floored at 1e-6 for constant dimensions) of the
-    reference features.
+def whitener(fit: torch.Tensor | np.ndarray, floor: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and whitening matrix W of the features `fit` (PCA whitening: the eigenvectors of their
+    covariance scaled by 1 / sqrt(eigenvalue), eigenvalues floored at `floor` x the largest so
+    near-empty directions are not blown up).
 
-    KID's cubic polynomial kernel (x.y / d + 1)^3 assumes features of order 1; raw classifier
-    features far from that scale make KID huge or vanishing. Standardising with the reference's
-    statistics puts real-vs-real KID at about 0 on a readable scale, and the same standardised
-    features then feed FID, KID and precision/recall so all are computed in one space.
+    KID's cubic polynomial kernel (x.y / d + 1)^3 assumes features of order 1 in every
+    direction. The classifier's 128 features live mostly in about five directions: merely
+    standardised, real-vs-real KID swung by +-0.015 with the test images drawn; whitened, by
+    +-0.002 (and raw, KID read in the thousands). The same whitened features feed FID, KID,
+    precision/recall, density/coverage and the copy rate, so all are computed in one space.
     """
-    r = _features(reference, "reference")
-    return r.mean(axis=0), np.maximum(r.std(axis=0), 1e-6)
+    f = _features(fit, "fit")
+    mean = f.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov(f, rowvar=False))
+    values = np.maximum(values, floor * values.max())
+    return mean, vectors / np.sqrt(values)
 
 
-def standardise(x: torch.Tensor | np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Features x in the reference's units: (x - mean) / std from `standardiser`."""
-    return (_features(x) - mean) / std
+def whiten(x: torch.Tensor | np.ndarray, mean: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Features x in the whitened space of `whitener`: (x - mean) @ W."""
+    return (_features(x) - mean) @ w

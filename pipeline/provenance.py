@@ -16,6 +16,8 @@ from typing import Any
 import torch
 
 GEN = Path(__file__).resolve().parents[1] / "gen"
+# The code that scores samples: an edited metric is another protocol, like another eval param.
+SCORING = [GEN / "evaluation.py", GEN / "metrics.py", GEN / "classifier.py"]
 # eval params that change how samples are scored (batch_size only changes the speed)
 EVAL_KEYS_IGNORED = ("batch_size",)
 
@@ -28,13 +30,16 @@ def _digest(parts: list[bytes]) -> str:
     return h.hexdigest()
 
 
-def code_hash(root: Path = GEN) -> str:
-    """sha256 of the model library's sources (gen/**/*.py): an edited loss is another model."""
-    files = sorted(root.rglob("*.py"))
+def code_hash_of(files: list[Path], root: Path = GEN) -> str:
     parts: list[bytes] = []
-    for f in files:
+    for f in sorted(files):
         parts += [f.relative_to(root).as_posix().encode(), f.read_bytes()]
     return _digest(parts)[:16]
+
+
+def code_hash(root: Path = GEN) -> str:
+    """sha256 of the model library's sources (gen/**/*.py): an edited loss is another model."""
+    return code_hash_of(list(root.rglob("*.py")), root)
 
 
 def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
@@ -86,6 +91,7 @@ def fingerprint(
         "protocol.split": split_hash(prepared),
         "protocol.classifier": classifier_hash(classifiers),
         "protocol.eval": json.dumps(scoring, sort_keys=True, default=str),
+        "protocol.scoring_code": code_hash_of(SCORING),
         "protocol.torch": torch.__version__.split("+")[0],
         "protocol.torch_fidelity": _version("torch-fidelity"),
     }

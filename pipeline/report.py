@@ -362,7 +362,7 @@ def _bar(c: Collected, models: list[str], key: str, space: str | None, label: st
     ref = stats.summarise(c.reference.get(space or "", {}).get(key, []))
     if ref is not None:
         ax.axvline(ref.mean, color="#c0392b", linestyle="--", linewidth=1.2)
-        ax.text(ref.mean, len(rows) - 0.4, f" data {ref.mean:.3g}", color="#c0392b", fontsize=8)
+        ax.text(ref.mean, -0.65, f" data {ref.mean:.3g}", color="#c0392b", fontsize=8, va="bottom")
     positive = [v for v in means if v > 0]
     if (
         positive
@@ -575,14 +575,15 @@ def _header(c: Collected) -> list[str]:
         "Each cell: mean ± sd over training seeds [95% interval of the mean, Student t]; n = "
         "seeds. The data row: real training images scored exactly as samples are (same count, "
         "same test split), over several draws: the floor a perfect model reaches. Samples are "
-        "scored against the test split, which no training or model choice reads; step counts "
-        "were chosen on the validation split carved from the training split."
+        "scored against the test split, which no training reads; likelihood models log "
+        "validation bits/dim (val/bpd, the validation split carved from the training split) "
+        "as the curve to choose step counts on."
     )
     lines.append(
         "Feature space: the data set's own classifier (penultimate layer; IS from its logits), "
-        "each dimension standardised with the reference (test) set's mean and sd before FID, "
-        "KID, precision/recall, density/coverage and copy rate, so KID's cubic kernel sees "
-        "features of order 1 and real-vs-real KID is about 0. FIDs in another space "
+        "whitened with the training split's mean and covariance before FID, KID, "
+        "precision/recall, density/coverage and copy rate, so KID's cubic kernel sees features "
+        "of order 1 in every direction and real-vs-real KID is about 0. FIDs in another space "
         "(translation: the (domain, digit) classifier) are in their own table and chart."
     )
     if c.excluded:

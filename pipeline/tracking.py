@@ -205,24 +205,6 @@ def benchmarks(dataset: str):
     return search(dataset, f"tags.`{BENCHMARK_TAG}` != ''", finished=False)
 
 
-def latest_runs(dataset: str):
-    """The latest finished run of every model on data set `dataset`, as a pandas DataFrame."""
-    import mlflow
-    import pandas as pd
-
-    _client()
-    if mlflow.get_experiment_by_name(dataset) is None:
-        return pd.DataFrame()
-    runs = mlflow.search_runs(
-        experiment_names=[dataset],
-        filter_string="attributes.status = 'FINISHED'",
-        order_by=["attributes.end_time DESC"],
-    )
-    if runs.empty or "tags.model" not in runs:
-        return pd.DataFrame()
-    return runs.drop_duplicates("tags.model", keep="first").reset_index(drop=True)
-
-
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in _client().get_metric_history(run_id, key)]
 

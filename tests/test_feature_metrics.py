@@ -15,8 +15,8 @@ from gen.metrics import (
     density_coverage,
     fid_from_features,
     kid_from_features,
-    standardise,
-    standardiser,
+    whiten,
+    whitener,
 )
 
 
@@ -60,9 +60,9 @@ def test_fid_rejects_mismatched_features():
 
 
 # ------------------------------------------------------------------------------------ KID
-def test_kid_of_two_halves_of_one_standardised_sample_is_about_zero():
+def test_kid_of_two_halves_of_one_whitened_sample_is_about_zero():
     x = gaussian(1000, 16, 7, shift=5.0) * 3.0
-    z = standardise(x, *standardiser(x))
+    z = whiten(x, *whitener(x))
     mean, std = kid_from_features(z[:500], z[500:], subset_size=200, n_subsets=50)
     assert abs(mean) < 0.01
     assert std > 0
@@ -186,18 +186,18 @@ def test_bootstrap_spread_keeps_the_reference_fixed():
     assert seen == [(60, True)] * 4
 
 
-# --------------------------------------------------------------------------- standardise
-def test_standardised_reference_has_zero_mean_and_unit_std():
-    ref = gaussian(400, 5, 28) * np.array([1.0, 10.0, 0.1, 3.0, 7.0]) + 50.0
-    mean, std = standardiser(torch.from_numpy(ref))
-    z = standardise(ref, mean, std)
-    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-10)
-    np.testing.assert_allclose(z.std(axis=0), 1.0, rtol=1e-10)
+# -------------------------------------------------------------------------------- whiten
+def test_whitened_features_have_zero_mean_and_identity_covariance():
+    rng = np.random.default_rng(30)
+    mix = rng.normal(size=(6, 6))
+    ref = rng.normal(size=(4000, 6)) @ mix + 7.0  # correlated, off-centre
+    z = whiten(torch.from_numpy(ref), *whitener(ref, floor=1e-12))
+    assert np.allclose(z.mean(axis=0), 0.0, atol=1e-9)
+    assert np.allclose(np.cov(z, rowvar=False), np.eye(6), atol=1e-6)
 
 
-def test_constant_dimensions_do_not_divide_by_zero():
-    ref = np.column_stack([gaussian(100, 1, 29)[:, 0], np.full(100, 4.0)])
-    mean, std = standardiser(ref)
-    assert std[1] == 1e-6
-    z = standardise(ref, mean, std)
-    assert np.isfinite(z).all() and np.all(z[:, 1] == 0.0)
+def test_whitening_floors_empty_directions_instead_of_blowing_them_up():
+    rng = np.random.default_rng(31)
+    ref = np.concatenate([rng.normal(size=(500, 3)), np.zeros((500, 1))], axis=1)
+    mean, w = whitener(ref)
+    assert np.isfinite(w).all() and np.abs(whiten(ref, mean, w)).max() < 10

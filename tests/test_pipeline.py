@@ -29,6 +29,12 @@ METRIC_KEYS = {
     "train_seconds",
     "sample_images_per_s",
     "params",
+    "density",
+    "coverage",
+    "copy_rate",
+    "fid_sd",
+    "val_bpd",
+    "protocol",
 }
 
 
@@ -53,7 +59,7 @@ def test_dvc_repro_then_exp_run_trains_evaluates_tracks_and_reports(project: Pat
     assert metrics["model"] == "pixelcnn" and metrics["dataset"] == "digits"
     assert metrics["bpd"] > 0 and metrics["fid"] >= 0 and metrics["elbo_bpd"] is None
     assert metrics["feature_extractor"] == "classifier"
-    assert runs_in_store(project) == [("pixelcnn", "FINISHED")]
+    assert runs_in_store(project) == [("data", "FINISHED"), ("pixelcnn", "FINISHED")]
     md = (project / "reports" / "benchmark.md").read_text()
     assert "| pixelcnn |" in md
     page = (project / "reports" / "benchmark.html").read_text()
@@ -67,7 +73,7 @@ def test_dvc_repro_then_exp_run_trains_evaluates_tracks_and_reports(project: Pat
     metrics = json.loads((project / "metrics.json").read_text())
     assert metrics["model"] == "dcgan" and metrics["bpd"] is None
     models = {m for m, status in runs_in_store(project) if status == "FINISHED"}
-    assert models == {"pixelcnn", "dcgan"}
+    assert models == {"data", "pixelcnn", "dcgan"}
     md = (project / "reports" / "benchmark.md").read_text()
     assert "| pixelcnn |" in md and "| dcgan |" in md and "n/a" in md
 
@@ -76,17 +82,31 @@ def test_dvc_repro_then_exp_run_trains_evaluates_tracks_and_reports(project: Pat
 
 
 @pytest.mark.slow
-def test_benchmark_runs_one_experiment_per_model_and_restores_params(project: Path):
-    set_params(project, benchmark={"models": ["baseline", "vae"]})
+def test_benchmark_runs_one_experiment_per_model_and_seed_under_one_parent_run(project: Path):
+    set_params(project, benchmark={"models": ["baseline", "vae"], "seeds": [0, 1], "jobs": 1})
     run(["git", "commit", "-qam", "two models"], project)
     before = (project / "params.yaml").read_text()
-    run(["genbench", "benchmark"], project)
+    out = run(["genbench", "benchmark"], project).stderr
+    assert "timings (s):" in out and "vae-s1" in out
     assert (project / "params.yaml").read_text() == before
     md = (project / "reports" / "benchmark.md").read_text()
-    assert "| baseline |" in md and "| vae |" in md
+    assert "| baseline | 2 |" in md and "| vae | 2 |" in md and "| data (real images) |" in md
     assert "iwae-2" in md  # the VAE's bits/dim is labelled as a bound
     exps = run([*DVC, "exp", "list", "--name-only"], project).stdout.split()
-    assert any(e.startswith("baseline-") for e in exps) and any(e.startswith("vae-") for e in exps)
+    assert {e.rsplit("-", 2)[0] for e in exps} >= {"baseline-s0", "baseline-s1", "vae-s0", "vae-s1"}
+    con = sqlite3.connect(project / "mlflow.db")
+    parents = con.execute(
+        "select count(*) from tags where key = 'mlflow.parentRunId' group by value"
+    ).fetchall()
+    con.close()
+    assert parents == [(4,)]  # one benchmark run with a child per (model, seed)
+
+    # Another training seed reruns only the model's stages: the data and the ruler are cached.
+    out = run([*DVC, "exp", "run", "-S", "seed=2", "-S", "model=vae"], project).stdout
+    for stage in ("prepare", "classifier", "reference"):
+        assert f"Stage '{stage}' didn't change" in out, stage
+    for stage in ("train", "sample", "evaluate"):
+        assert f"Running stage '{stage}'" in out, stage
 
 
 def test_mlflow_store_of_a_dvc_temp_experiment_is_the_main_repository(tmp_path: Path):

@@ -236,3 +236,66 @@ def test_checkpoint_without_model_fields_is_a_checkpoint_error(tmp_path):
     torch.save(torch.zeros(3), path)
     with pytest.raises(CheckpointError, match="lacks"):
         load_checkpoint(path)
+
+
+def steps_logged(model, path, **kwargs) -> list[int]:
+    logged: list[int] = []
+    train(
+        model,
+        data(32),
+        checkpoint=path,
+        log_every=1,
+        progress=False,
+        **kwargs,
+        callback=lambda s, r: logged.append(s),
+    )
+    return logged
+
+
+def test_a_checkpoint_trained_by_other_code_is_not_resumed(tmp_path):
+    """An edited loss with unchanged params is another model: it trains from scratch."""
+    path = tmp_path / "model.pt"
+    train(
+        pixelcnn(steps=4),
+        data(32),
+        checkpoint=path,
+        progress=False,
+        provenance={"code": "old", "data": "d1"},
+    )
+    assert steps_logged(pixelcnn(steps=6), path, provenance={"code": "old", "data": "d1"}) == [5, 6]
+    fresh = steps_logged(pixelcnn(steps=6), path, provenance={"code": "new", "data": "d1"})
+    assert fresh == [1, 2, 3, 4, 5, 6]
+    assert load_checkpoint(path)["code"] == "new"
+    other_data = steps_logged(pixelcnn(steps=6), path, provenance={"code": "new", "data": "d2"})
+    assert other_data == [1, 2, 3, 4, 5, 6]
+
+
+def test_lowering_steps_below_a_checkpoint_trains_again_rather_than_hand_it_back(tmp_path):
+    path = tmp_path / "model.pt"
+    train(pixelcnn(steps=8), data(32), checkpoint=path, progress=False)
+    short = pixelcnn(steps=3)
+    assert steps_logged(short, path) == [1, 2, 3]
+    straight = pixelcnn(steps=3)
+    train(straight, data(32), progress=False)
+    assert same_state(short, straight)
+
+
+def test_validation_runs_every_val_every_steps_in_eval_mode():
+    model = pixelcnn(steps=6)
+    modes: list[bool] = []
+
+    def validate() -> dict[str, float]:
+        modes.append(model.training)
+        return {"val/bpd": 1.0}
+
+    result = train(model, data(32), validate=validate, val_every=3, log_every=10, progress=False)
+    assert [h["step"] for h in result.history if "val/bpd" in h] == [3, 6]
+    assert modes == [False, False] and model.training is False
+
+
+def test_generator_steps_do_not_count_as_images_consumed():
+    gan = build("dcgan", {"steps": 3, "batch_size": 8, "g_channels": 8, "d_channels": 8}, META)
+    result = train(gan, data(32), progress=False)
+    assert result.images_seen == 3 * 8  # one D batch per step; G reads no images
+    counted = build("baseline", {}, META)
+    assert train(counted, data(32), progress=False).images_per_s is None
