@@ -88,6 +88,19 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def _create_run(dataset: str, tags: dict[str, str], params: dict[str, Any]) -> str:
+    """A new run in the data set's experiment with its (non-empty) tags and flattened params."""
+    from mlflow.entities import Param
+
+    client = _client()
+    tags = {k: v for k, v in tags.items() if v}
+    run = client.create_run(experiment_id(dataset), tags=tags)
+    items = [Param(k, v) for k, v in flatten(params).items()]
+    for i in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
+        client.log_batch(run.info.run_id, params=items[i : i + 100])
+    return run.info.run_id
+
+
 PARENT_ENV = "GENBENCH_BENCHMARK_RUN"  # set by `genbench benchmark` for its experiments
 BENCHMARK_TAG = "genbench.benchmark"  # on a benchmark's parent run: its name
 
@@ -97,9 +110,6 @@ def start_run(
 ) -> str:
     """Create the run that the train, sample and evaluate stages of one model all log into;
     inside `genbench benchmark` it is a child of the benchmark's run."""
-    from mlflow.entities import Param, RunTag
-
-    client = _client()
     exp_name = os.environ.get("DVC_EXP_NAME", "")
     parent = os.environ.get(PARENT_ENV, "")
     tags = {
@@ -113,13 +123,7 @@ def start_run(
         "mlflow.runName": model if seed is None else f"{model}-s{seed}",
         "mlflow.parentRunId": parent,
     }
-    tags = {k: v for k, v in tags.items() if v}
-    run = client.create_run(experiment_id(dataset), tags=tags)
-    items = [Param(k, v) for k, v in flatten(params).items()]
-    for i in range(0, len(items), 100):
-        client.log_batch(run.info.run_id, params=items[i : i + 100])
-    client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items() if v])
-    return run.info.run_id
+    return _create_run(dataset, tags, params)
 
 
 def run_exists(run_id: str) -> bool:
@@ -157,22 +161,13 @@ def finish(run_id: str, status: str = "FINISHED") -> None:
 
 def start_benchmark(dataset: str, name: str, params: dict[str, Any]) -> str:
     """The parent run of one `genbench benchmark`: the MLflow UI shows it as one thing."""
-    from mlflow.entities import Param, RunTag
-
-    client = _client()
     tags = {
         BENCHMARK_TAG: name,
         "dataset": dataset,
         "git_commit": git_commit() or "",
         "mlflow.runName": name,
     }
-    tags = {k: v for k, v in tags.items() if v}
-    run = client.create_run(experiment_id(dataset), tags=tags)
-    items = [Param(k, v) for k, v in flatten(params).items()]
-    for i in range(0, len(items), 100):
-        client.log_batch(run.info.run_id, params=items[i : i + 100])
-    client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items() if v])
-    return run.info.run_id
+    return _create_run(dataset, tags, params)
 
 
 def adopt(run_id: str, parent: str) -> None:

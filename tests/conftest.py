@@ -21,7 +21,14 @@ BIN = Path(sys.executable).parent
 TINY = {
     "classifier": {"epochs": 1, "domain_epochs": 1},
     "train": {"log_every": 2, "checkpoint_every": 2},
-    "eval": {"n_samples": 40, "iwae_k": 2, "batch_size": 40, "kid_subset_size": 20},
+    "eval": {
+        "n_samples": 40,
+        "iwae_k": 2,
+        "batch_size": 40,
+        "kid_subset_size": 20,
+        "n_boot": 3,
+        "reference_draws": 2,
+    },
     "pixelcnn": {"steps": 4, "channels": 8, "layers": 1},
     "vae": {"steps": 4, "hidden": 8, "latent_dim": 2},
     "dcgan": {"steps": 4, "g_channels": 8, "d_channels": 8, "z_dim": 4},
@@ -119,3 +126,24 @@ def one_thread():
 def digits() -> Split:
     """The bundled sklearn digits, loaded once."""
     return load(DataConfig())
+
+
+def genbench(*args: str) -> str:
+    """Run a `genbench` command in-process; it must succeed."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def prepared(project: Path, monkeypatch) -> Path:
+    """The tiny project with its data, classifiers and data row made in-process (CLI stages)."""
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    for stage in ("prepare", "classifier", "reference"):
+        genbench(stage)
+    return project

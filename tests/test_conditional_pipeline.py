@@ -8,10 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import set_params
-
-from pipeline.cli import main
+from conftest import genbench, set_params
 
 # model -> the condition metrics its metrics.json must hold
 CONDITION_METRICS = {
@@ -20,22 +17,6 @@ CONDITION_METRICS = {
     "cyclegan": {"label_preservation", "domain_accuracy", "cycle_error"},
     "stargan": {"label_preservation", "domain_accuracy", "cycle_error"},
 }
-
-
-def genbench(*args: str) -> str:
-    result = CliRunner().invoke(main, list(args))
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-@pytest.fixture
-def prepared(project: Path, monkeypatch) -> Path:
-    monkeypatch.chdir(project)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
-    genbench("prepare")
-    genbench("classifier")
-    genbench("reference")
-    return project
 
 
 def test_classifier_stage_also_trains_the_domain_classifier(prepared: Path):

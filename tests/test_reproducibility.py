@@ -9,26 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import set_params
+from conftest import genbench, set_params
 
 from pipeline import provenance, stages
-from pipeline.cli import main
-
-
-def genbench(*args: str):
-    result = CliRunner().invoke(main, list(args))
-    assert result.exit_code == 0, result.output
-    return result
-
-
-@pytest.fixture
-def prepared(project: Path, monkeypatch) -> Path:
-    monkeypatch.chdir(project)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
-    genbench("prepare")
-    genbench("classifier")
-    return project
 
 
 def test_the_model_is_built_after_the_seed_is_set(prepared: Path, monkeypatch):
