@@ -140,6 +140,27 @@ def _same_run(ckpt: dict[str, Any], identity: dict[str, Any]) -> bool:
     )
 
 
+def run_identity(
+    model: GenerativeModel, seed: int, provenance: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """What a checkpoint must share with a run to be resumed by it (see `_same_run`)."""
+    return {
+        "name": model.name,
+        "config": as_dict(model.cfg),
+        "meta": model.meta.__dict__,
+        "seed": seed,
+        **(provenance or {}),
+    }
+
+
+def resume_step(checkpoint: Path | None, identity: dict[str, Any]) -> int | None:
+    """The step training would resume from with `checkpoint`; None when it starts afresh."""
+    if checkpoint is None or not Path(checkpoint).exists():
+        return None
+    ckpt = load_checkpoint(checkpoint)
+    return int(ckpt.get("step", 0)) if _same_run(ckpt, identity) else None
+
+
 def train(
     model: GenerativeModel,
     train_x: torch.Tensor,
@@ -181,13 +202,7 @@ def train(
     batches = Batches(train_x, train_y, cfg.batch_size, seed)
     # A model fitted in closed form (counting) consumes no batches: its img/s is n/a.
     result = TrainResult(steps=0, seconds=fit_seconds, images_seen=0)
-    identity = {
-        "name": model.name,
-        "config": as_dict(cfg),
-        "meta": model.meta.__dict__,
-        "seed": seed,
-        **(provenance or {}),
-    }
+    identity = run_identity(model, seed, provenance)
 
     if checkpoint is not None and Path(checkpoint).exists():
         ckpt = load_checkpoint(checkpoint)
