@@ -5,6 +5,7 @@ It knows nothing about any model beyond `phases`, `param_groups()` and `loss(x, 
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -62,17 +63,25 @@ def progress_enabled() -> bool:
 
 class Batches:
     """Endless shuffled batches; `state()` holds the epoch's order and position, so a resumed
-    run continues mid-epoch with exactly the batches an uninterrupted run would have seen."""
+    run continues mid-epoch with exactly the batches an uninterrupted run would have seen.
+
+    The order is drawn on the CPU (the same batches on every device); a copy of it sits beside
+    the data, so data held on the GPU is indexed there without a host-to-device copy per batch.
+    """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor | None, batch_size: int, seed: int) -> None:
         self.x, self.y, self.batch_size = x, y, min(batch_size, len(x))
         self.g = torch.Generator().manual_seed(seed)
-        self.perm, self.pos = torch.randperm(len(x), generator=self.g), 0
+        self._set_perm(torch.randperm(len(x), generator=self.g), 0)
+
+    def _set_perm(self, perm: torch.Tensor, pos: int) -> None:
+        self.perm, self.pos = perm, pos
+        self._perm_here = perm.to(self.x.device)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.pos + self.batch_size > len(self.x):
-            self.perm, self.pos = torch.randperm(len(self.x), generator=self.g), 0
-        idx = self.perm[self.pos : self.pos + self.batch_size]
+            self._set_perm(torch.randperm(len(self.x), generator=self.g), 0)
+        idx = self._perm_here[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
         return self.x[idx], (None if self.y is None else self.y[idx])
 
@@ -81,7 +90,25 @@ class Batches:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.g.set_state(state["rng"])
-        self.perm, self.pos = state["perm"], state["pos"]
+        self._set_perm(state["perm"], state["pos"])
+
+
+def on_device(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """`t` moved to a CUDA `device` when it takes under a quarter of the free memory (then no
+    batch crosses the bus while training); as it is otherwise (CPU, or too large)."""
+    if t is None or device.type != "cuda" or t.device == device:
+        return t
+    free, _ = torch.cuda.mem_get_info(device)
+    return t.to(device) if t.nbytes < free // 4 else t
+
+
+def _divergence(name: str, phase: str, value: float, first: int, last: int) -> FloatingPointError:
+    """The one-line error of a non-finite loss seen somewhere in steps first..last (1-based)."""
+    where = f"at step {last}" if first == last else f"between steps {first} and {last}"
+    return FloatingPointError(
+        f"{name}: loss of phase '{phase}' became {value} {where} "
+        f"(training diverged; lower {name}.lr or set {name}.grad_clip)"
+    )
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -189,6 +216,9 @@ def train(
     device = torch.device(device)
     seed_everything(seed)
     model.to(device)
+    # Data that fits sits on the GPU for the whole run: batches are indexed there.
+    train_x = on_device(train_x, device)
+    train_y = on_device(train_y, device)
     t_fit = time.perf_counter()
     model.fit_data(train_x.to(device))
     fit_seconds = time.perf_counter() - t_fit
@@ -203,6 +233,7 @@ def train(
     # A model fitted in closed form (counting) consumes no batches: its img/s is n/a.
     result = TrainResult(steps=0, seconds=fit_seconds, images_seen=0)
     identity = run_identity(model, seed, provenance)
+    on_cuda = device.type == "cuda"
 
     if checkpoint is not None and Path(checkpoint).exists():
         ckpt = load_checkpoint(checkpoint)
@@ -212,6 +243,9 @@ def train(
                 optimisers[phase].load_state_dict(state)
             batches.load_state(ckpt["batches"])
             torch.set_rng_state(ckpt["torch_rng"])
+            if on_cuda and torch.cuda.is_available():  # older checkpoints have no "cuda_rng"
+                for i, state in enumerate(ckpt.get("cuda_rng", [])[: torch.cuda.device_count()]):
+                    torch.cuda.set_rng_state(state, i)
             result = TrainResult(
                 ckpt["step"], ckpt["seconds"], ckpt["images_seen"], ckpt["history"]
             )
@@ -222,7 +256,7 @@ def train(
             )
 
     def snapshot() -> dict[str, Any]:
-        return {
+        payload = {
             **identity,
             "state_dict": model.state_dict(),
             "optimisers": {k: o.state_dict() for k, o in optimisers.items()},
@@ -233,8 +267,11 @@ def train(
             "batches": batches.state(),
             "torch_rng": torch.get_rng_state(),
         }
+        if on_cuda and torch.cuda.is_available():  # dropout / noise drawn on the GPU
+            payload["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return payload
 
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    use_bf16 = precision == "bf16" or (precision == "auto" and on_cuda)
     autocast = (
         torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
     )
@@ -251,10 +288,15 @@ def train(
         mininterval=0.5 if sys.stderr.isatty() else 30.0,  # logs get a line per 30 s, not a flood
     )
     model.train()
-    running: dict[str, float] = {}
+    # Loss terms are summed on the device, per (phase, term names), and read back only at sync
+    # points (log, validation, checkpoint, last step): a step never waits for the GPU. A
+    # non-finite loss makes its sum non-finite, so the check at a sync point covers every step
+    # since the last one, and runs before a checkpoint is written.
+    running: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
     count = 0
+    checked = result.steps  # steps known to have had finite losses
+    t0 = time.perf_counter()
     for _ in range(max(steps_left, 0)):
-        t0 = time.perf_counter()
         model.begin_step(result.steps)
         for phase in model.phases:
             x, y = batches.next()
@@ -263,27 +305,42 @@ def train(
             model.zero_grad(set_to_none=True)
             with autocast:
                 terms = model.loss(x, phase, y)
-            loss = terms["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"{model.name}: loss of phase '{phase}' is {loss.item()} at step {result.steps}"
-                )
-            loss.backward()
+            terms["loss"].backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(groups[phase], cfg.grad_clip)
             optimisers[phase].step()
             if phase not in model.image_free_phases:
                 result.images_seen += len(x)
-            for k, v in terms.items():
-                key = f"{phase}/{k}"
-                running[key] = running.get(key, 0.0) + float(v.detach())
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        result.seconds += time.perf_counter() - t0
+            key = (phase, tuple(terms))
+            values = torch.stack([v.detach().reshape(()) for v in terms.values()])
+            if key in running:
+                running[key].add_(values)
+            else:
+                running[key] = values.double()
         result.steps += 1
         count += 1
         bar.update(1)
-        if validate is not None and (result.steps % val_every == 0 or result.steps == cfg.steps):
+        validating = validate is not None and (
+            result.steps % val_every == 0 or result.steps == cfg.steps
+        )
+        logging = result.steps % log_every == 0 or result.steps == cfg.steps
+        saving = checkpoint is not None and result.steps % checkpoint_every == 0
+        if not (validating or logging or saving):
+            continue
+        if on_cuda:
+            torch.cuda.synchronize(device)
+        result.seconds += time.perf_counter() - t0
+        flat = iter(torch.cat(list(running.values())).tolist())  # this sync point's one read
+        row: dict[str, float] = {}
+        for phase, names in running:
+            for name in names:
+                row[f"{phase}/{name}"] = row.get(f"{phase}/{name}", 0.0) + next(flat)
+        for phase in model.phases:
+            value = row.get(f"{phase}/loss", 0.0)
+            if not math.isfinite(value):
+                raise _divergence(model.name, phase, value, checked + 1, result.steps)
+        checked = result.steps
+        if validating:
             model.eval()
             with torch.no_grad():
                 figures = validate()
@@ -291,15 +348,16 @@ def train(
             result.history.append({"step": result.steps, **figures})
             if callback is not None:
                 callback(result.steps, figures)
-        if result.steps % log_every == 0 or result.steps == cfg.steps:
-            row = {k: v / count for k, v in running.items()}
+        if logging:
+            row = {k: v / count for k, v in row.items()}
             result.history.append({"step": result.steps, **row})
             if callback is not None:
                 callback(result.steps, row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("loss")})
             running, count = {}, 0
-        if checkpoint is not None and result.steps % checkpoint_every == 0:
+        if saving:
             save_checkpoint(Path(checkpoint), snapshot())
+        t0 = time.perf_counter()
     bar.close()
     model.eval()
     with torch.no_grad():
