@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import sys
 import time
 import warnings
@@ -125,6 +126,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint '{path}' not found; run `genbench train` first")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" in str(exc):  # a pickled object torch's safe loader would not build
+            raise CheckpointError(
+                f"checkpoint '{path}' was refused: it holds Python objects beyond tensors and "
+                "plain values, and loading them could run code; use checkpoints genbench wrote"
+            ) from None
+        raise CheckpointError(f"checkpoint '{path}' is corrupt (UnpicklingError)") from None
     except Exception as exc:
         raise CheckpointError(
             f"checkpoint '{path}' is corrupt or unreadable ({type(exc).__name__})"

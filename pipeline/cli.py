@@ -18,7 +18,10 @@ from gen.data import DataError, dataset_id
 from gen.domains import DomainError
 from gen.metrics import MetricError
 from gen.trainer import CheckpointError
+from pipeline import tracking
+from pipeline.errors import ReportError
 from pipeline.params import load_params
+from pipeline.tracking import TrackingError
 
 USER_ERRORS = (
     ConfigError,
@@ -27,8 +30,47 @@ USER_ERRORS = (
     DomainError,
     CheckpointError,
     MetricError,
+    FloatingPointError,  # training diverged: the message names the model and the step
+    TrackingError,
+    ReportError,
+    # Paths in the way or not writable (`runs` a file, `--out` read-only), missing inputs.
     FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
 )
+
+
+class UserError(click.ClickException):
+    """A mistake the user can fix: one `Error:` line on stderr, exit status 2, no usage text."""
+
+    exit_code = 2
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+        text = f"{exc.filename}: {text}"
+    return text
+
+
+def _params_hint() -> str:
+    """A failed workspace `dvc exp run -S ...` leaves its edits in params.yaml: say so."""
+    if not os.environ.get("DVC_EXP_NAME") or tracking.EXPS_MARKER in str(Path.cwd()) + os.sep:
+        return ""
+    edited = subprocess.run(
+        ["git", "diff", "--quiet", "--", "params.yaml"], capture_output=True, check=False
+    )
+    if edited.returncode != 1:
+        return ""
+    return " (dvc exp run left its -S edits in params.yaml; `git checkout params.yaml` undoes them)"
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    """MLflow's own errors (a store it cannot migrate, a server that said no)."""
+    errors = sys.modules.get("mlflow.exceptions")
+    return errors is not None and isinstance(exc, errors.MlflowException)
 
 
 def user_errors(fn):
@@ -39,7 +81,12 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
-            raise click.UsageError(str(exc)) from None
+            raise UserError(_one_line(exc) + _params_hint()) from None
+        except Exception as exc:
+            if _is_store_error(exc):
+                uri = tracking.tracking_uri()
+                raise UserError(f"MLflow store {uri}: {_one_line(exc)}"[:2000]) from None
+            raise
 
     return wrapper
 
@@ -100,15 +147,10 @@ for _name, (_function, _doc) in STAGES.items():
 @user_errors
 def report(params_path: str, out_dir: str, benchmark_run: str | None) -> None:
     """Compile reports/benchmark.{md,html} from a benchmark's runs in MLflow."""
-    from pipeline.report import ReportError, build_report
+    from pipeline.report import build_report
 
     p = load_params(params_path)
-    try:
-        md, page = build_report(
-            dataset_id(p.data), Path(out_dir), p.benchmark.models, benchmark_run
-        )
-    except ReportError as exc:
-        raise click.ClickException(str(exc)) from None
+    md, page = build_report(dataset_id(p.data), Path(out_dir), p.benchmark.models, benchmark_run)
     click.echo(f"wrote {md} and {page}")
 
 
@@ -123,12 +165,9 @@ def _dvc(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dvc", *args], env=_tool_env(), check=False)
 
 
-def _git_identity() -> bool:
-    def get(key: str) -> str:
-        out = subprocess.run(["git", "config", key], capture_output=True, text=True, check=False)
-        return out.stdout.strip()
-
-    return bool(get("user.name") and get("user.email"))
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 def _int_list(text: str | None) -> list[int] | None:
@@ -137,15 +176,45 @@ def _int_list(text: str | None) -> list[int] | None:
     try:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise click.UsageError(f"--seeds={text!r} must be comma-separated integers") from None
+        raise UserError(f"--seeds={text!r} must be comma-separated integers") from None
 
 
 def _data_row(dataset: str, protocol: str) -> bool:
     """Whether the store has a finished `data` row for this protocol."""
-    from pipeline import tracking
-
     runs = tracking.search(dataset, f"tags.model = 'data' and tags.protocol = '{protocol}'")
     return not runs.empty
+
+
+def _preflight(p, names: list[str], seeds: list[int]) -> None:
+    """Everything visible before the first experiment: models, their data, the repository and
+    the tracking store. A benchmark that cannot finish must not start."""
+    from gen.registry import check_data
+
+    for name in names:
+        check_data(name, p.model_section(name), p.data)
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds={','.join(map(str, seeds))} must be distinct integers >= 0")
+    if not Path(".dvc").is_dir():
+        raise UserError("not a DVC repository: run `genbench benchmark` from the repository root")
+    if not (_git("config", "user.name") and _git("config", "user.email")):
+        raise UserError(
+            "DVC experiments commit to git, which has no identity here: set "
+            "`git config user.name ...` and `git config user.email ...` first"
+        )
+    tracking.check_store()
+
+
+def _queued_run_id(exp_name: str) -> str | None:
+    """The MLflow run an experiment of DVC's queue trained into (its committed run.json)."""
+    from pipeline import stages
+
+    refs = _git("for-each-ref", "--format=%(refname)", "refs/exps").splitlines()
+    ref = next((r for r in refs if r.endswith("/" + exp_name)), None)
+    text = _git("show", f"{ref}:{stages.RUN_INFO.as_posix()}") if ref else ""
+    try:
+        return json.loads(text)["run_id"] if text else None
+    except (ValueError, KeyError):
+        return None
 
 
 @main.command("benchmark")
@@ -164,35 +233,26 @@ def _data_row(dataset: str, protocol: str) -> bool:
 def benchmark(params_path: str, models: str | None, seeds: str | None, jobs: int | None) -> None:
     """One DVC experiment per (model, seed) (`dvc exp run -S model=NAME -S seed=S`) as child
     runs of one MLflow benchmark run, the `data` row, then the report."""
-    from gen.registry import model_class
-    from pipeline import provenance, stages, tracking
-    from pipeline.report import ReportError, build_report
+    from pipeline import provenance, stages
+    from pipeline.report import build_report
 
     p = load_params(params_path)
-    names = [m.strip() for m in models.split(",")] if models else list(p.benchmark.models)
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    names = names or list(p.benchmark.models)
     seed_list = _int_list(seeds) or list(p.benchmark.seeds)
     jobs = jobs or p.benchmark.jobs
-    for name in names:
-        model_class(name)  # unknown names fail before anything runs
-    if not Path(".dvc").is_dir():
-        raise click.UsageError(
-            "not a DVC repository: run `genbench benchmark` from the repository root"
-        )
-    if not _git_identity():
-        raise click.UsageError(
-            "DVC experiments commit to git, which has no identity here: set "
-            "`git config user.name ...` and `git config user.email ...` first"
-        )
+    _preflight(p, names, seed_list)
     path = Path(params_path)
     original = path.read_text()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     dataset = dataset_id(p.data)
     timings: list[tuple[str, float]] = []
-    failed: list[str] = []
+    planned = [(m, s) for s in seed_list for m in names]
     t_all = time.perf_counter()
     try:
         # The ruler and the data row first, in the workspace: every experiment then takes
-        # prepare and classifier from DVC's cache.
+        # prepare and classifier from DVC's cache. This also makes the store, so parallel
+        # workers never race to create it.
         t0 = time.perf_counter()
         click.echo("==> dvc repro reference (data, classifier, data row)", err=True)
         if _dvc("repro", "reference").returncode:
@@ -208,47 +268,76 @@ def benchmark(params_path: str, models: str | None, seeds: str | None, jobs: int
         parent = tracking.start_benchmark(dataset, f"benchmark-{stamp}", settings)
         tracking.set_tags(parent, fp)
         os.environ[tracking.PARENT_ENV] = parent
-        runs = [(m, s) for s in seed_list for m in names]
-        if jobs == 1:
-            for name, seed in runs:
-                label = f"{name}-s{seed}"
-                click.echo(f"==> dvc exp run evaluate -S model={name} -S seed={seed}", err=True)
-                t0 = time.perf_counter()
-                exp = ["exp", "run", "evaluate", "-S", f"model={name}", "-S", f"seed={seed}"]
-                if _dvc(*exp, "-n", f"{label}-{stamp}").returncode:
-                    failed.append(label)
-                else:
-                    # A stage DVC found unchanged made no new run: its earlier run joins.
-                    info = json.loads(stages.RUN_INFO.read_text())
-                    tracking.adopt(info["run_id"], parent)
-                timings.append((label, time.perf_counter() - t0))
-        else:
-            for name, seed in runs:
-                label = f"{name}-s{seed}"
-                exp = ["exp", "run", "evaluate", "--queue", "-S", f"model={name}"]
-                if _dvc(*exp, "-S", f"seed={seed}", "-n", f"{label}-{stamp}").returncode:
-                    failed.append(label)
-            t0 = time.perf_counter()
-            if _dvc("exp", "run", "--run-all", "--jobs", str(jobs)).returncode:
-                failed.append("queue")
-            timings.append((f"{len(runs)} queued experiments", time.perf_counter() - t0))
-        tracking.finish(parent, "FAILED" if failed else "FINISHED")
+        with tracking.failing(parent):
+            _run_experiments(planned, stamp, jobs, parent, timings)
+            failed = _unfinished(dataset, parent, planned)
+            tracking.finish(parent, "FAILED" if failed else "FINISHED")
     finally:
         os.environ.pop(tracking.PARENT_ENV, None)
-        path.write_text(original)  # `dvc exp run -S` edits params.yaml in the workspace
+        if path.read_text() != original:
+            path.write_text(original)  # `dvc exp run -S` edits params.yaml in the workspace
     try:
         md, page = build_report(dataset, Path("reports"), names, parent)
     except ReportError as exc:
-        raise click.ClickException(str(exc)) from None
+        if not failed:
+            raise
+        md = page = None
+        click.echo(f"no report: {exc}", err=True)
     timings.append(("total", time.perf_counter() - t_all))
     click.echo("timings (s):", err=True)
     for label, seconds in timings:
         click.echo(f"  {label:<32} {seconds:8.1f}", err=True)
-    click.echo(f"wrote {md} and {page}")
+    if md is not None:
+        click.echo(f"wrote {md} and {page}")
     if failed:
         raise click.ClickException(
-            f"experiments failed for: {', '.join(failed)} (see output above)"
+            f"{len(failed)} of {len(planned)} experiments did not finish: {', '.join(failed)} "
+            "(see the output above; the report lists them as failed)"
         )
+
+
+def _run_experiments(
+    planned: list[tuple[str, int]],
+    stamp: str,
+    jobs: int,
+    parent: str,
+    timings: list[tuple[str, float]],
+) -> None:
+    """The DVC experiments, one after another or through DVC's queue; each one's MLflow run
+    becomes a child of `parent` (also a run DVC found unchanged and did not rerun)."""
+    from pipeline import stages
+
+    if jobs == 1:
+        for name, seed in planned:
+            label = f"{name}-s{seed}"
+            click.echo(f"==> dvc exp run evaluate -S model={name} -S seed={seed}", err=True)
+            t0 = time.perf_counter()
+            exp = ["exp", "run", "evaluate", "-S", f"model={name}", "-S", f"seed={seed}"]
+            if _dvc(*exp, "-n", f"{label}-{stamp}").returncode == 0:
+                info = json.loads(stages.RUN_INFO.read_text())
+                tracking.adopt(info["run_id"], parent)
+            timings.append((label, time.perf_counter() - t0))
+        return
+    for name, seed in planned:
+        exp = ["exp", "run", "evaluate", "--queue", "-S", f"model={name}", "-S", f"seed={seed}"]
+        if _dvc(*exp, "-n", f"{name}-s{seed}-{stamp}").returncode:
+            raise click.ClickException(f"could not queue the experiment of {name}-s{seed}")
+    t0 = time.perf_counter()
+    _dvc("exp", "run", "--run-all", "--jobs", str(jobs))
+    timings.append((f"{len(planned)} queued experiments", time.perf_counter() - t0))
+    for name, seed in planned:
+        run_id = _queued_run_id(f"{name}-s{seed}-{stamp}")
+        if run_id is not None and tracking.run_exists(run_id):
+            tracking.adopt(run_id, parent)
+
+
+def _unfinished(dataset: str, parent: str, planned: list[tuple[str, int]]) -> list[str]:
+    """(model, seed) labels of `planned` without a FINISHED child run of benchmark `parent`."""
+    runs = tracking.search(dataset, f"tags.mlflow.parentRunId = '{parent}'")
+    done = set()
+    if not runs.empty:
+        done = {(m, str(s)) for m, s in zip(runs["tags.model"], runs["tags.seed"], strict=True)}
+    return [f"{m}-s{s}" for m, s in planned if (m, str(s)) not in done]
 
 
 @main.command("preset")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -11,7 +12,7 @@ import yaml
 from gen.classifier import ClassifierConfig
 from gen.config import ConfigError, from_dict, require
 from gen.data import DataConfig
-from gen.registry import MODELS, model_class
+from gen.registry import MODELS, check_data, model_class
 
 
 @dataclass
@@ -30,13 +31,27 @@ class TrainSettings:
 
     def validate(self, section: str = "train") -> None:
         require(
-            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device),
             f"{section}.device={self.device!r} is not allowed; choose auto, cpu, cuda or cuda:N",
         )
+        if self.device.startswith("cuda"):
+            import torch
+
+            have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            index = int(self.device.partition(":")[2] or 0)
+            require(
+                index < have,
+                f"{section}.device={self.device} but this machine has "
+                + (f"{have} CUDA device(s)" if have else "no CUDA device")
+                + "; use auto or cpu",
+            )
         require(self.log_every > 0, f"{section}.log_every must be > 0")
         require(self.checkpoint_every > 0, f"{section}.checkpoint_every must be > 0")
         require(self.val_every > 0, f"{section}.val_every must be > 0")
         require(1 <= self.threads <= 256, f"{section}.threads={self.threads} must be in 1..256")
+
+
+MAX_SAMPLES = 200_000  # samples are held in memory; 50,000 is the usual FID count
 
 
 @dataclass
@@ -53,7 +68,11 @@ class EvalSettings:
     reference_draws: int = 5  # draws of real training images for the `data` row
 
     def validate(self, section: str = "eval") -> None:
-        require(self.n_samples >= 2, f"{section}.n_samples={self.n_samples} must be >= 2")
+        require(
+            2 <= self.n_samples <= MAX_SAMPLES,
+            f"{section}.n_samples={self.n_samples} must be in 2..{MAX_SAMPLES} "
+            "(FID is usually reported at 50000)",
+        )
         require(self.iwae_k >= 1, f"{section}.iwae_k={self.iwae_k} must be >= 1")
         require(self.batch_size > 0, f"{section}.batch_size must be > 0")
         require(self.kid_subset_size >= 2, f"{section}.kid_subset_size must be >= 2")
@@ -105,16 +124,17 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"params file '{path}' is not valid YAML: {str(exc).splitlines()[0]}"
-        ) from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"params file '{path}' is not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"params file '{path}' must be a mapping of sections")
     model = raw.get("model")
     require(
         isinstance(model, str), f"params 'model' must be a model name; known: {', '.join(MODELS)}"
     )
-    cls = model_class(model)
+    model_class(model)
     seed = raw.get("seed", 0)
     require(
         isinstance(seed, int) and not isinstance(seed, bool),
@@ -130,5 +150,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         eval=from_dict(EvalSettings, "eval", raw.get("eval")),
         benchmark=from_dict(BenchmarkSettings, "benchmark", raw.get("benchmark")),
     )
-    from_dict(cls.Config, model, params.model_section())  # fail early on the model's own keys
+    # The model's own keys, and whether it can train on this data: before any stage runs.
+    check_data(model, params.model_section(), params.data)
     return params

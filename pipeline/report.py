@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +24,7 @@ import pandas as pd
 from gen import stats
 from gen.evaluation import METRICS, metric
 from pipeline import tracking
+from pipeline.errors import ReportError
 
 LABELS_MARK = "(labels)"  # beside a model trained with class labels it need not have used
 DATA = "data"  # the real-data row's model name
@@ -95,10 +98,6 @@ RUN_FIGURES = [
 ]
 
 
-class ReportError(RuntimeError):
-    """Nothing to report from (no such benchmark, or no finished runs)."""
-
-
 # ------------------------------------------------------------------------------ collection
 @dataclass
 class Collected:
@@ -156,6 +155,16 @@ def _reference(dataset: str, protocol: str) -> tuple[dict[str, dict[str, list[fl
     return out, run_id
 
 
+def _planned(parent: pd.Series | None) -> list[str]:
+    """The (model, seed) labels a benchmark set out to run (its `models` and `seeds` params)."""
+    if parent is None:
+        return []
+    models, seeds = parent.get("params.models"), parent.get("params.seeds")
+    if not isinstance(models, str) or not isinstance(seeds, str):
+        return []
+    return [f"{m}-s{s}" for s in seeds.split(",") for m in models.split(",") if m and s]
+
+
 def collect(dataset: str, benchmark_run: str | None = None) -> Collected:
     """The runs of benchmark `benchmark_run` (default: the latest benchmark; without any, every
     finished run), latest per (model, seed), of the benchmark's protocol."""
@@ -183,12 +192,15 @@ def collect(dataset: str, benchmark_run: str | None = None) -> Collected:
             runs[runs.get("tags.model", pd.Series(dtype=str)).notna()] if not runs.empty else runs
         )
     if runs.empty:
-        return Collected(pd.DataFrame(), {}, {}, bench)
+        return Collected(pd.DataFrame(), {}, {}, bench, failed=_planned(parent))
     df = _rows(runs)
     df = df[df.model != DATA]
+    finished = df[df.status == "FINISHED"]
+    done = {f"{m}-s{s}" for m, s in zip(finished.model, finished.seed, strict=True)}
     failed = [f"{m}-s{s}" for m, s in zip(df.model, df.seed, strict=True)]
-    failed = [f for f, st in zip(failed, df.status, strict=True) if st != "FINISHED"]
-    df = df[df.status == "FINISHED"]
+    failed += _planned(parent)  # experiments that failed before their run was made
+    failed = [f for f in dict.fromkeys(failed) if f not in done]
+    df = finished
     if df.empty:
         return Collected(df, {}, {}, bench, failed=failed)
     # One fingerprint per table: the benchmark's, else the newest run's.
@@ -506,38 +518,53 @@ def build_report(
             "run `genbench benchmark` first (the report was left as it was)"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Built in a staging folder and moved into place only when complete: a report that fails
+    # half-way leaves the previous one (text and figures) as it was.
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".report-") as tmp:
+        stage = Path(tmp)
+        figs = stage / "figures"
+        figs.mkdir()
+        order = _order(c.runs, models)
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        figures = _charts(c, order, figs)
+        per_model = _run_figures(c, order, figs)
+        sections = []
+        for family in dict.fromkeys(c.runs.set_index("model").loc[order].family):
+            members = [
+                (m, per_model.get(m, []))
+                for m in order
+                if per_model and c.runs[c.runs.model == m].family.iloc[0] == family
+            ]
+            sections.append((FAMILY_TITLES.get(family, family or "other"), members))
+        doc = Document(
+            dataset,
+            now,
+            _header(c),
+            _tables(c, order),
+            _rankings(c, order),
+            _notes(c),
+            figures,
+            sections,
+        )
+        (stage / "benchmark.md").write_text(_markdown(doc, stage))
+        (stage / "benchmark.html").write_text(_html(doc))
+        _publish(stage, out_dir)
+    return out_dir / "benchmark.md", out_dir / "benchmark.html"
+
+
+def _publish(stage: Path, out_dir: Path) -> None:
+    """Move a complete report from `stage` into `out_dir`: its figures replace the old ones of
+    the same name, old figures it no longer has go (they belonged to the report it replaces)."""
     figs = out_dir / "figures"
-    if figs.exists():
-        for old in figs.glob("*.png"):
-            old.unlink()  # figures of models no longer in the report must not linger
     figs.mkdir(exist_ok=True)
-    order = _order(c.runs, models)
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    figures = _charts(c, order, figs)
-    per_model = _run_figures(c, order, figs)
-    sections = []
-    for family in dict.fromkeys(c.runs.set_index("model").loc[order].family):
-        members = [
-            (m, per_model.get(m, []))
-            for m in order
-            if per_model and c.runs[c.runs.model == m].family.iloc[0] == family
-        ]
-        sections.append((FAMILY_TITLES.get(family, family or "other"), members))
-    doc = Document(
-        dataset,
-        now,
-        _header(c),
-        _tables(c, order),
-        _rankings(c, order),
-        _notes(c),
-        figures,
-        sections,
-    )
-    md = out_dir / "benchmark.md"
-    md.write_text(_markdown(doc, out_dir))
-    page = out_dir / "benchmark.html"
-    page.write_text(_html(doc))
-    return md, page
+    new = {p.name for p in (stage / "figures").glob("*.png")}
+    for name in sorted(new):
+        os.replace(stage / "figures" / name, figs / name)
+    for old in figs.glob("*.png"):
+        if old.name not in new:
+            old.unlink()
+    for name in ("benchmark.md", "benchmark.html"):
+        os.replace(stage / name, out_dir / name)
 
 
 @dataclass

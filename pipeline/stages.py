@@ -25,6 +25,8 @@ from gen.trainer import (
     load_checkpoint,
     model_from_checkpoint,
     pick_device,
+    resume_step,
+    run_identity,
     seed_everything,
     train,
 )
@@ -152,25 +154,49 @@ def _validation(model, split: Split, batch_size: int, device: torch.device):
     return validate
 
 
+def _resumed_run(wip: Path, resumes_at: int | None) -> str | None:
+    """The MLflow run of the attempt that wrote checkpoint `wip`, when training will resume
+    from it and the run is still in the store: the next attempt continues that run."""
+    sidecar = wip.with_suffix(".json")
+    if resumes_at is None or not sidecar.exists():
+        return None
+    run_id = json.loads(sidecar.read_text()).get("run_id")
+    status = tracking.run_status(run_id) if run_id else None
+    return run_id if status in ("RUNNING", "FAILED", "KILLED") else None
+
+
 def train_model(p: Params) -> dict[str, Any]:
     _threads(p)
     split = load_split(PREPARED)
     device = pick_device(p.train.device)
+    for folder in (RUNS, WIP):  # a path in the way fails here, before any run is made
+        folder.mkdir(parents=True, exist_ok=True)
     seed_everything(p.seed)  # building a model draws its initial weights
     model = build(p.model, p.model_section(), split.meta)
     ds = dataset_id(p.data)
-    run_id = tracking.start_run(ds, p.model, model.family, _run_params(p), p.seed)
-    write_json(RUN_INFO, {"run_id": run_id, "model": p.model, "dataset": ds, "seed": p.seed})
-    wip = WIP / f"{p.model}.pt"
     train_x, train_y = training_data(model, split)
     made_by = {"code": provenance.code_hash(), "data": provenance.split_hash(PREPARED)}
+    wip = WIP / f"{p.model}.pt"
+    resumes_at = resume_step(wip, run_identity(model, p.seed, made_by))
+    run_id = _resumed_run(wip, resumes_at)
+    done: dict[str, int] = {}
+    if run_id is not None:  # an interrupted attempt: its run goes on, its curve continues
+        tracking.reopen(run_id)
+        done = tracking.last_steps(run_id)
+    else:
+        for old in (wip, wip.with_suffix(".json")):
+            old.unlink(missing_ok=True)
+        run_id = tracking.start_run(ds, p.model, model.family, _run_params(p), p.seed)
+        write_json(wip.with_suffix(".json"), {"run_id": run_id})
+    write_json(RUN_INFO, {"run_id": run_id, "model": p.model, "dataset": ds, "seed": p.seed})
 
     def log(step: int, row: dict[str, float]) -> None:
-        tracking.log_metrics(
-            run_id, {k if k.startswith("val/") else f"train/{k}": v for k, v in row.items()}, step
-        )
+        named = {k if k.startswith("val/") else f"train/{k}": v for k, v in row.items()}
+        # Points the interrupted attempt logged after its last checkpoint are logged once.
+        new = {k: v for k, v in named.items() if step > done.get(k, -1)}
+        tracking.log_metrics(run_id, new, step)
 
-    try:
+    with tracking.failing(run_id):  # the wip checkpoint stays: the next attempt resumes from it
         result = train(
             model,
             train_x,
@@ -186,32 +212,35 @@ def train_model(p: Params) -> dict[str, Any]:
             validate=_validation(model, split, p.eval.batch_size, device),
             val_every=p.train.val_every,
         )
-    except BaseException:
-        tracking.finish(run_id, "FAILED")  # the wip checkpoint stays: the next run resumes from it
-        raise
-    shutil.copyfile(wip, CHECKPOINT)
-    wip.unlink()  # finished: nothing to resume, and a later run must not pick it up
-    summary = {
-        "train_seconds": result.seconds,
-        "train_images_per_s": result.images_per_s,
-        "train_steps": result.steps,
-        "params": count_params(model),
-    }
-    vals = [h["val/bpd"] for h in result.history if "val/bpd" in h]
-    if vals:
-        summary["val_bpd"] = vals[-1]
-    tracking.log_metrics(run_id, summary, result.steps)
-    # Unpaired translation normally sees no class labels; the report marks a run that did.
-    labels = "yes" if model.uses_labels else "no"
-    tracking.set_tags(run_id, {"device": str(device), "class_labels": labels, **made_by})
+        shutil.copyfile(wip, CHECKPOINT)
+        summary = {
+            "train_seconds": result.seconds,
+            "train_images_per_s": result.images_per_s,
+            "train_steps": result.steps,
+            "params": count_params(model),
+        }
+        vals = [h["val/bpd"] for h in result.history if "val/bpd" in h]
+        if vals:
+            summary["val_bpd"] = vals[-1]
+        tracking.log_metrics(run_id, summary, result.steps)
+        # Unpaired translation normally sees no class labels; the report marks a run that did.
+        labels = "yes" if model.uses_labels else "no"
+        tracking.set_tags(run_id, {"device": str(device), "class_labels": labels, **made_by})
+    # Finished: nothing to resume, and a later run must not pick it up.
+    for old in (wip, wip.with_suffix(".json")):
+        old.unlink(missing_ok=True)
     return summary
 
 
 def _run_id(p: Params, family: str) -> str:
-    """The run the train stage made; a new one if that run is gone (deleted store, run cache)."""
+    """The run the train stage made (marked RUNNING again if an earlier sample or evaluate
+    attempt failed in it); a new one if that run is gone (deleted store, run cache)."""
     info = json.loads(RUN_INFO.read_text()) if RUN_INFO.exists() else {}
     run_id = info.get("run_id")
-    if run_id and tracking.run_exists(run_id):
+    status = tracking.run_status(run_id) if run_id else None
+    if status in ("FAILED", "KILLED"):
+        tracking.reopen(run_id)
+    if status is not None:
         return run_id
     run_id = tracking.start_run(dataset_id(p.data), p.model, family, _run_params(p), p.seed)
     write_json(RUN_INFO, {**info, "run_id": run_id})
@@ -226,38 +255,39 @@ def sample(p: Params) -> dict[str, Any]:
     device = pick_device(p.train.device)
     model = model_from_checkpoint(ckpt, device)
     run_id = _run_id(p, model.family)
-    split = load_split(PREPARED)
-    g = torch.Generator().manual_seed(p.seed)
-    n, bs = p.eval.n_samples, p.eval.batch_size
-    conds = sampling_conditions(model, split, n, g)
-    t0 = time.perf_counter()
-    chunks = []
-    for i in range(0, n, bs):
-        j = min(n, i + bs)
-        if conds is None:
-            chunks.append(model.sample(j - i, g).cpu())
-        else:
-            chunks.append(model.sample(j - i, g, _take(conds.value, i, j, device)).cpu())
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    x = torch.cat(chunks)
-    saved = {"images": x}
-    if conds is not None:
-        fields = ("labels", "sources", "targets", "source_domains")
-        saved.update({k: getattr(conds, k) for k in fields if getattr(conds, k) is not None})
-    torch.save(saved, SAMPLES)
-    if FIGURES.exists():
-        shutil.rmtree(FIGURES)
-    save_grid(x[:100], model.meta.levels, SAMPLE_GRID)
-    extra = model_figures(model, split, FIGURES, p.seed)
-    out = {"sample_images_per_s": n / seconds, "sample_seconds": seconds}
-    write_json(SAMPLE_INFO, out)
-    tracking.log_metrics(run_id, out)
-    tracking.log_artifact(run_id, SAMPLE_GRID, "samples")
-    for path in extra:
-        tracking.log_artifact(run_id, path, "figures")
-    return out
+    with tracking.failing(run_id):
+        split = load_split(PREPARED)
+        g = torch.Generator().manual_seed(p.seed)
+        n, bs = p.eval.n_samples, p.eval.batch_size
+        conds = sampling_conditions(model, split, n, g)
+        t0 = time.perf_counter()
+        chunks = []
+        for i in range(0, n, bs):
+            j = min(n, i + bs)
+            if conds is None:
+                chunks.append(model.sample(j - i, g).cpu())
+            else:
+                chunks.append(model.sample(j - i, g, _take(conds.value, i, j, device)).cpu())
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        x = torch.cat(chunks)
+        saved = {"images": x}
+        if conds is not None:
+            fields = ("labels", "sources", "targets", "source_domains")
+            saved.update({k: getattr(conds, k) for k in fields if getattr(conds, k) is not None})
+        torch.save(saved, SAMPLES)
+        if FIGURES.exists():
+            shutil.rmtree(FIGURES)
+        save_grid(x[:100], model.meta.levels, SAMPLE_GRID)
+        extra = model_figures(model, split, FIGURES, p.seed)
+        out = {"sample_images_per_s": n / seconds, "sample_seconds": seconds}
+        write_json(SAMPLE_INFO, out)
+        tracking.log_metrics(run_id, out)
+        tracking.log_artifact(run_id, SAMPLE_GRID, "samples")
+        for path in extra:
+            tracking.log_artifact(run_id, path, "figures")
+        return out
 
 
 def _take(value: Any, i: int, j: int, device: torch.device) -> Any:
@@ -329,37 +359,38 @@ def evaluate(p: Params) -> dict[str, Any]:
     device = pick_device(p.train.device)
     model = model_from_checkpoint(ckpt, device)
     run_id = _run_id(p, model.family)
-    saved = torch.load(SAMPLES, weights_only=True)
-    out = E.evaluate_model(model, split, saved, _protocol(p), p.seed, device)
-    out.update(model=ckpt["name"], dataset=dataset_id(p.data), params=count_params(model))
-    out["seed"] = ckpt.get("seed", p.seed)
-    out["train_seconds"] = ckpt.get("seconds")
-    seen, seconds = ckpt.get("images_seen"), ckpt.get("seconds")
-    out["train_images_per_s"] = seen / seconds if seen and seconds else None
-    vals = [h["val/bpd"] for h in ckpt.get("history", []) if "val/bpd" in h]
-    out["val_bpd"] = vals[-1] if vals else None
-    exact = split.meta.extra.get("exact_test_bpd")
-    if exact is not None:
-        out["exact_test_bpd"] = exact
-    if CLASSIFIER_METRICS.exists():
-        out.update(json.loads(CLASSIFIER_METRICS.read_text()))
-    out["sample_images_per_s"] = json.loads(SAMPLE_INFO.read_text())["sample_images_per_s"]
-    fp = _fingerprint(p)
-    out["protocol"] = fp["protocol"]
-    write_json(METRICS, out)
-    tracking.log_metrics(run_id, _numbers(out))
-    tracking.set_tags(
-        run_id,
-        {
-            "feature_extractor": out["feature_extractor"],
-            "bpd_kind": str(out.get("bpd_kind") or "n/a"),
-            **fp,
-        },
-    )
-    tracking.log_artifact(run_id, METRICS)
-    tracking.log_artifact(run_id, CHECKPOINT, "checkpoint")
-    tracking.finish(run_id, "FINISHED")
-    return out
+    with tracking.failing(run_id):
+        saved = torch.load(SAMPLES, weights_only=True)
+        out = E.evaluate_model(model, split, saved, _protocol(p), p.seed, device)
+        out.update(model=ckpt["name"], dataset=dataset_id(p.data), params=count_params(model))
+        out["seed"] = ckpt.get("seed", p.seed)
+        out["train_seconds"] = ckpt.get("seconds")
+        seen, seconds = ckpt.get("images_seen"), ckpt.get("seconds")
+        out["train_images_per_s"] = seen / seconds if seen and seconds else None
+        vals = [h["val/bpd"] for h in ckpt.get("history", []) if "val/bpd" in h]
+        out["val_bpd"] = vals[-1] if vals else None
+        exact = split.meta.extra.get("exact_test_bpd")
+        if exact is not None:
+            out["exact_test_bpd"] = exact
+        if CLASSIFIER_METRICS.exists():
+            out.update(json.loads(CLASSIFIER_METRICS.read_text()))
+        out["sample_images_per_s"] = json.loads(SAMPLE_INFO.read_text())["sample_images_per_s"]
+        fp = _fingerprint(p)
+        out["protocol"] = fp["protocol"]
+        write_json(METRICS, out)
+        tracking.log_metrics(run_id, _numbers(out))
+        tracking.set_tags(
+            run_id,
+            {
+                "feature_extractor": out["feature_extractor"],
+                "bpd_kind": str(out.get("bpd_kind") or "n/a"),
+                **fp,
+            },
+        )
+        tracking.log_artifact(run_id, METRICS)
+        tracking.log_artifact(run_id, CHECKPOINT, "checkpoint")
+        tracking.finish(run_id, "FINISHED")
+        return out
 
 
 def reference(p: Params) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,87 @@ def repo_root(start: Path | None = None) -> Path:
     return here
 
 
+class TrackingError(RuntimeError):
+    """The MLflow store cannot be used: a dead server, a corrupt database (one line)."""
+
+
+# A tracking server that is down or silent must fail fast: MLflow's own defaults (120 s per
+# request, 7 retries with backoff) leave a stage silent for minutes before a long traceback.
+HEALTH_TIMEOUT_S = 10
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
 def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` if set, else the SQLite store `mlflow.db` in the main repository."""
+    """`MLFLOW_TRACKING_URI` if set, else the SQLite store `mlflow.db` in the main repository.
+
+    A relative SQLite path is taken from the main repository too, so a stage that DVC runs in
+    a temporary copy writes to the same store as the workspace."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    return f"sqlite:///{repo_root() / 'mlflow.db'}"
+    if not env:
+        return f"sqlite:///{repo_root() / 'mlflow.db'}"
+    if env.startswith("sqlite:///") and not env.startswith("sqlite:////"):
+        path = env[len("sqlite:///") :]
+        if path and path != ":memory:":
+            return f"sqlite:///{repo_root() / path}"
+    return env
+
+
+_checked: set[str] = set()
+
+
+def check_store(uri: str | None = None) -> None:
+    """Fail in seconds, with one line naming the URI, when the store cannot be used: a tracking
+    server that refuses or never answers, or a SQLite file that is not a database."""
+    uri = uri or tracking_uri()
+    if uri in _checked:
+        return
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    elif uri.startswith("sqlite:///"):
+        _check_sqlite(Path(uri[len("sqlite:///") :]))
+    _checked.add(uri)
+
+
+def _check_server(uri: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered (a proxy or an older server without /health): it is alive
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise TrackingError(
+            f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) did not answer within "
+            f"{HEALTH_TIMEOUT_S} s ({reason}); start it, or unset MLFLOW_TRACKING_URI to use "
+            "the local store mlflow.db"
+        ) from None
+
+
+def _check_sqlite(path: Path) -> None:
+    import sqlite3
+
+    if not path.exists():
+        return
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            con.execute("select count(*) from sqlite_master").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise TrackingError(
+            f"MLflow store {path} cannot be read ({exc}); move it away to start a new store, "
+            "or set MLFLOW_TRACKING_URI to another one"
+        ) from None
 
 
 def _client():
@@ -40,23 +117,27 @@ def _client():
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    uri = tracking_uri()
+    check_store(uri)
     # Alembic's migration chatter on a new SQLite store is noise on every stage.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(tracking_uri())
-    return MlflowClient(tracking_uri())
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
 
 
 def experiment_id(name: str) -> str:
-    """The experiment for data set `name`, created once with artifacts in the main repository."""
+    """The experiment for data set `name`, created once with artifacts in the main repository
+    (beside a local store, whatever folder or DVC temp copy the stage runs in)."""
     client = _client()
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    artifacts = (repo_root() / "mlartifacts" / name).resolve().as_uri()
-    if not tracking_uri().startswith("sqlite:"):
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        store = Path(uri[len("sqlite:///") :]).resolve().parent
+        artifacts = (store / "mlartifacts" / name).as_uri()
+    else:
         artifacts = None  # a tracking server chooses its own artifact store
-    # (mlflow.set_tracking_uri() sets MLFLOW_TRACKING_URI itself, so the variable cannot say
-    # whether the user chose a server.)
     try:
         return client.create_experiment(name, artifact_location=artifacts)
     except Exception:  # created meanwhile by a parallel writer
@@ -126,12 +207,31 @@ def start_run(
     return _create_run(dataset, tags, params)
 
 
-def run_exists(run_id: str) -> bool:
+def run_status(run_id: str) -> str | None:
+    """RUNNING, FINISHED, FAILED, KILLED; None when the store has no such run."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
     try:
-        _client().get_run(run_id)
-        return True
-    except Exception:
-        return False
+        return client.get_run(run_id).info.status
+    except MlflowException:
+        return None
+
+
+def run_exists(run_id: str) -> bool:
+    return run_status(run_id) is not None
+
+
+def reopen(run_id: str) -> None:
+    """Mark an interrupted run RUNNING again: the next attempt continues it."""
+    _client().update_run(run_id, status="RUNNING")
+
+
+def last_steps(run_id: str) -> dict[str, int]:
+    """The last step logged of each metric of a run (what a resumed attempt must not repeat)."""
+    client = _client()
+    keys = client.get_run(run_id).data.metrics
+    return {k: max(m.step for m in client.get_metric_history(run_id, k)) for k in keys}
 
 
 def log_metrics(run_id: str, metrics: dict[str, float | None], step: int = 0) -> None:
@@ -157,6 +257,19 @@ def set_tags(run_id: str, tags: dict[str, str]) -> None:
 
 def finish(run_id: str, status: str = "FINISHED") -> None:
     _client().set_terminated(run_id, status=status)
+
+
+@contextmanager
+def failing(run_id: str) -> Iterator[None]:
+    """Work logged into `run_id`: if it raises, the run is marked FAILED (KILLED on Ctrl-C)
+    rather than left RUNNING, and the error goes on."""
+    try:
+        yield
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        with suppress(Exception):  # a store that is itself the problem must not hide the error
+            finish(run_id, status)
+        raise
 
 
 def start_benchmark(dataset: str, name: str, params: dict[str, Any]) -> str:

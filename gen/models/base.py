@@ -28,6 +28,8 @@ class ModelConfig:
         require(self.steps >= 0, f"{section}.steps={self.steps} must be >= 0")
         require(self.batch_size > 0, f"{section}.batch_size={self.batch_size} must be > 0")
         require(self.lr > 0, f"{section}.lr={self.lr} must be > 0")
+        # Adam's step is about lr per weight: above 1 every model here diverges at once.
+        require(self.lr <= 1, f"{section}.lr={self.lr} must be <= 1 (Adam's step size)")
         require(
             0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"{section}.beta1/beta2 must be in [0, 1)"
         )

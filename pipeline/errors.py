@@ -1,0 +1,5 @@
+"""Errors the CLI shows as one line; here so that importing them costs nothing at start-up."""
+
+
+class ReportError(RuntimeError):
+    """Nothing to report from (no such benchmark, no finished runs), or a report not written."""
