@@ -53,6 +53,18 @@ def categorical_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return picked.flatten(1).sum(1)
 
 
+def categorical_from_uniform(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One draw per row of logits (N, L) by inverting the CDF at u (N,) in [0, 1).
+
+    The uniforms can be drawn ahead on the CPU (seeded, the same on every device) and moved to
+    the logits' device once, so a sampling loop never copies to the host per draw.
+    """
+    cdf = torch.softmax(logits.float(), dim=-1).cumsum(-1)
+    target = (u.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
+    picked = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    return picked.clamp_(max=logits.shape[-1] - 1)  # u * total rounding up to the total
+
+
 def sample_categorical(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One draw per row of logits (N, L), using a CPU generator for device-independent seeds."""
     probs = torch.softmax(logits.float(), dim=-1).cpu()

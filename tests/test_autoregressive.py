@@ -109,7 +109,8 @@ def check_sums_to_one(net) -> None:
 
 
 @pytest.mark.parametrize(
-    "name, conditional", [(name, False) for name in AR_MODELS] + [("gated_pixelcnn", True)]
+    "name, conditional",
+    [(name, False) for name in (*AR_MODELS, "pixelcnn")] + [("gated_pixelcnn", True)],
 )
 def test_sampling_shortcuts_give_the_logits_of_the_whole_image(name, conditional):
     """`sample` runs the network on rows 0..i only, and for row i may reuse a context computed

@@ -14,7 +14,12 @@ from torch import nn
 
 from gen.data import to_unit
 from gen.models.base import GenerativeModel
-from gen.nn import categorical_log_prob, channel_groups, check_mask_args, sample_categorical
+from gen.nn import (
+    categorical_from_uniform,
+    categorical_log_prob,
+    channel_groups,
+    check_mask_args,
+)
 
 
 class RowMaskedConv2d(nn.Conv2d):
@@ -108,18 +113,31 @@ class AutoregressiveModel(GenerativeModel):
         self, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None
     ) -> torch.Tensor:
         """`n` images drawn one subpixel at a time (uint8, in the data's levels)."""
+        return self._sample(n, generator, y, whole_image=False)
+
+    def _sample(
+        self, n: int, generator: torch.Generator | None, y: torch.Tensor | None, whole_image: bool
+    ) -> torch.Tensor:
+        """The sampling loop. `whole_image` recomputes the logits of the whole image for every
+        subpixel: the slow reference the row-wise shortcuts must match (tests use it)."""
         c, h, w = self.meta.shape
         if y is None:
             y = self.sample_labels(n, generator)
         if y is not None:
             y = y.to(self.device)
+        # Every draw's uniform number at once, on the CPU from `generator` (the same images on
+        # any device), copied to the device once: no round trip to the host per subpixel.
+        u = torch.rand((h, w, c, n), generator=generator).to(self.device)
         x = torch.zeros(n, c, h, w, dtype=torch.uint8, device=self.device)
         for i in range(h):
             # Row i depends on rows <= i only, so the rows below need not be computed.
             top = x[:, :, : i + 1]
-            context = self.row_context(x[:, :, :i], y)
+            context = None if whole_image else self.row_context(x[:, :, :i], y)
             for j in range(w):
                 for k in range(c):
-                    logits = self.row_logits(top, context, y)[:, k, :, j]
-                    top[:, k, i, j] = sample_categorical(logits, generator).to(torch.uint8)
+                    if whole_image:
+                        logits = self.logits(x, y)[:, k, :, i, j]
+                    else:
+                        logits = self.row_logits(top, context, y)[:, k, :, j]
+                    top[:, k, i, j] = categorical_from_uniform(logits, u[i, j, k])
         return x

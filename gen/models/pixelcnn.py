@@ -9,8 +9,9 @@ from torch import nn
 
 from gen.config import require
 from gen.data import DataMeta, to_unit
-from gen.models.base import GenerativeModel, ModelConfig
-from gen.nn import MaskedConv2d, categorical_log_prob, sample_categorical
+from gen.models.autoregressive import AutoregressiveModel
+from gen.models.base import ModelConfig
+from gen.nn import MaskedConv2d
 
 
 @dataclass
@@ -50,11 +51,15 @@ class _ResidualBlock(nn.Module):
         return x + self.net(x)
 
 
-class PixelCNN(GenerativeModel):
+def vertical_reach(module: nn.Module) -> int:
+    """How many rows above its own a chain of masked convolutions reads: k // 2 per layer."""
+    return sum(m.kernel_size[0] // 2 for m in module.modules() if isinstance(m, MaskedConv2d))
+
+
+class PixelCNN(AutoregressiveModel):
     """p(x) = prod_i p(x_i | x_<i), every factor a categorical over the data's levels."""
 
     name = "pixelcnn"
-    family = "autoregressive"
     Config = PixelCNNConfig
 
     def __init__(self, cfg: PixelCNNConfig, meta: DataMeta) -> None:
@@ -72,29 +77,42 @@ class PixelCNN(GenerativeModel):
             nn.ReLU(),
             MaskedConv2d(ch, c * lv, 1, "B", c),
         )
+        # Rows above its own that each layer reads, and that the layers after it still need.
+        self.reach = [vertical_reach(layer) for layer in self.net]
+        self.reach_after = [sum(self.reach[i + 1 :]) for i in range(len(self.reach))]
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, C, levels, H, W) for every pixel, each from the pixels before it only."""
-        b, c, h, w = x.shape
-        out = self.net(to_unit(x, self.meta.levels))
-        return out.view(b, c, self.meta.levels, h, w)
+        b, c, h, w = u.shape
+        return self.net(u).view(b, c, self.meta.levels, h, w)
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return categorical_log_prob(self.logits(x), x)
+    # Sampling row i: the features of the rows above it do not change while row i is drawn, so
+    # every layer's input rows above row i are computed once per row (`row_context`), and each
+    # subpixel runs the stack on row i alone, beside them (`row_logits`).
+    def row_context(self, above: torch.Tensor, y: torch.Tensor | None) -> list[torch.Tensor]:
+        """Per layer, the rows of its input above the next row that it reads (its reach).
 
-    def loss(
-        self, x: torch.Tensor, phase: str, y: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        nll = -self.log_prob(x).mean() / self.meta.dims
-        return {"loss": nll, "bpd": nll / torch.log(torch.tensor(2.0))}
+        The stack reads a bounded number of rows up, so only those are computed, and after each
+        layer only the rows the later layers still read are kept. Zero padding at the top of a
+        crop makes its first rows wrong, but never the rows that are kept.
+        """
+        if above.shape[2] == 0:
+            return []  # the first row: nothing above it but the zero padding
+        z = to_unit(above[:, :, max(0, above.shape[2] - sum(self.reach)) :], self.meta.levels)
+        context = []
+        for layer, reach, after in zip(self.net, self.reach, self.reach_after, strict=True):
+            context.append(z[:, :, z.shape[2] - min(reach, z.shape[2]) :])
+            if after == 0:
+                break  # nothing later reads rows above: the head's 1x1 layers need none
+            z = layer(z)[:, :, max(0, z.shape[2] - after) :]
+        return context
 
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        c, h, w = self.meta.shape
-        x = torch.zeros(n, c, h, w, dtype=torch.uint8, device=self.device)
-        for i in range(h):
-            for j in range(w):
-                for k in range(c):
-                    logits = self.logits(x)[:, k, :, i, j]
-                    x[:, k, i, j] = sample_categorical(logits, generator).to(torch.uint8)
-        return x
+    def row_logits(
+        self, top: torch.Tensor, context: list[torch.Tensor], y: torch.Tensor | None
+    ) -> torch.Tensor:
+        z = to_unit(top[:, :, -1:], self.meta.levels)
+        for i, layer in enumerate(self.net):
+            above = context[i] if i < len(context) else z[:, :, :0]
+            z = layer(torch.cat([above, z], dim=2) if above.shape[2] else z)[:, :, -1:]
+        b, _, _, w = z.shape
+        return z.view(b, self.meta.channels, self.meta.levels, w)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gen.config import require
-from gen.data import DataMeta
+from gen.data import DataMeta, to_unit
 from gen.models.autoregressive import (
     AutoregressiveModel,
     RowMaskedConv2d,
@@ -76,6 +76,11 @@ class RowLSTMConfig(PixelRNNConfig):
 @dataclass
 class DiagonalBiLSTMConfig(PixelRNNConfig):
     pass
+
+
+# What Row LSTM sampling reuses within a row: the image rows above it that the first layer
+# reads, and each layer's LSTM state (h, c) after the row above (None at the top).
+RowContext = tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor] | None]]
 
 
 def _gate_index(hidden: int, data_channels: int, gate: int) -> torch.Tensor:
@@ -158,6 +163,13 @@ class RowLSTMLayer(nn.Module):
         return weight * self.scale
 
     def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self.run(x)[0]
+
+    def run(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The layer's output on rows x (B, h, rows, W) and its LSTM state (h, c) after the last
+        row, starting from `state`, the state after the row above them (zeros at the top)."""
         b, _, height, width = x.shape
         x_last = x.permute(0, 2, 3, 1)  # channels last
         # Each pixel's row window [pixel - k//2, ..., pixel] and a one for the bias.
@@ -167,8 +179,9 @@ class RowLSTMLayer(nn.Module):
         ]
         inputs = torch.cat([*window, x_last, torch.ones_like(x_last[..., :1])], dim=3)
         weight = self.step_weight()
-        h = x.new_zeros(b, width, self.hidden)
-        c = x.new_zeros(b, width, self.hidden)
+        if state is None:
+            state = (x.new_zeros(b, width, self.hidden), x.new_zeros(b, width, self.hidden))
+        h, c = state
         rows = []
         # unbind, not indexing: its backward stacks the row gradients instead of filling a
         # zero map per row.
@@ -179,7 +192,7 @@ class RowLSTMLayer(nn.Module):
             h, c = _lstm_cell(gates, c, self.data_channels, dim=2)
             rows.append(h)
         hs = torch.stack(rows, dim=1).permute(0, 3, 1, 2)  # (B, h, H, W)
-        return x + self.out(self.dropout(hs))
+        return x + self.out(self.dropout(hs)), (h, c)
 
 
 def skew(x: torch.Tensor) -> torch.Tensor:
@@ -298,6 +311,32 @@ class RowLSTM(_PixelRNN):
 
     def make_layer(self, cfg: RowLSTMConfig, data_channels: int) -> nn.Module:
         return RowLSTMLayer(cfg.hidden, cfg.kernel, data_channels, cfg.dropout)
+
+    # Sampling row i: the LSTM states after row i - 1 do not change while row i is drawn, so
+    # they are computed once per row, and each subpixel runs one row step per layer.
+    def row_context(self, above: torch.Tensor, y: torch.Tensor | None) -> RowContext:
+        """The image rows above the next row that the first layer reads, and every layer's
+        LSTM state after the row above (None at the top: zeros)."""
+        u = to_unit(above, self.meta.levels)
+        reach = self.first.kernel_size[0] // 2
+        if above.shape[2] == 0:
+            return u, [None] * len(self.layers)
+        z, states = self.first(u), []
+        for layer in self.layers:
+            z, state = layer.run(z)
+            states.append(state)
+        return u[:, :, max(0, u.shape[2] - reach) :], states
+
+    def row_logits(
+        self, top: torch.Tensor, context: RowContext, y: torch.Tensor | None
+    ) -> torch.Tensor:
+        above, states = context
+        z = self.first(torch.cat([above, to_unit(top[:, :, -1:], self.meta.levels)], dim=2))
+        z = z[:, :, -1:]
+        for layer, state in zip(self.layers, states, strict=True):
+            z = layer.run(z, state)[0]
+        b, _, _, w = z.shape
+        return self.head(z).view(b, self.meta.channels, self.meta.levels, w)
 
 
 class DiagonalBiLSTM(_PixelRNN):
