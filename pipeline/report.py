@@ -168,6 +168,11 @@ def _planned(parent: pd.Series | None) -> list[str]:
 def collect(dataset: str, benchmark_run: str | None = None) -> Collected:
     """The runs of benchmark `benchmark_run` (default: the latest benchmark; without any, every
     finished run), latest per (model, seed), of the benchmark's protocol."""
+    if not tracking.store_exists():  # reading must not create an empty store
+        raise ReportError(
+            f"no MLflow store at {tracking.tracking_uri()}: nothing has been tracked here yet; "
+            "run `genbench benchmark` first (the report was left as it was)"
+        )
     bench: dict[str, str] = {}
     parents = tracking.benchmarks(dataset)
     if benchmark_run is not None:

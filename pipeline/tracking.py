@@ -111,6 +111,12 @@ def _check_sqlite(path: Path) -> None:
         ) from None
 
 
+def store_exists() -> bool:
+    """False only for a local SQLite store whose file was never made (nothing tracked yet)."""
+    uri = tracking_uri()
+    return not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///") :]).exists()
+
+
 def _client():
     import logging
 

@@ -75,7 +75,11 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess
 @pytest.fixture
 def project(tmp_path: Path):
     """A copy of the project (code, params, dvc.yaml) with tiny params, as a committed git repo."""
-    repo = tmp_path / "repo"
+    return make_project(tmp_path / "repo")
+
+
+def make_project(repo: Path) -> Path:
+    """The project copied into `repo` with tiny params, committed, with DVC initialised."""
     repo.mkdir()
     for name in ("gen", "pipeline"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))

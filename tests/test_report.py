@@ -181,6 +181,46 @@ def test_values_from_names_are_escaped_in_html_and_markdown(store: Path, bench: 
         assert "<script>" not in text and "&lt;script&gt;" in text
 
 
+def test_an_experiment_that_failed_before_making_a_run_is_listed_as_failed(
+    store: Path, monkeypatch
+):
+    parent = tracking.start_benchmark("digits", "b", {"models": "vae,dcgan", "seeds": "0"})
+    monkeypatch.setenv(tracking.PARENT_ENV, parent)
+    finished_run("vae", "latent-variable", {"bpd": 2.1}, store)
+    md, page = report.build_report("digits", store / "reports", ["vae", "dcgan"], parent)
+    assert "Did not finish (not in the tables): dcgan-s0." in md.read_text()
+    assert "dcgan-s0" in page.read_text()
+
+
+def test_a_new_report_replaces_the_figures_only_when_it_is_complete(
+    store: Path, bench: str, monkeypatch
+):
+    out = store / "reports"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "old.png").write_bytes(b"old")
+    (out / "figures" / "notes.txt").write_text("mine")
+    (out / "benchmark.md").write_text("old report")
+    finished_run("vae", "latent-variable", {"bpd": 2.1, "fid": 3.0}, store)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(report, "_html", broken)
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        report.build_report("digits", out, ["vae"])
+    assert (out / "benchmark.md").read_text() == "old report"
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["notes.txt", "old.png"]
+    assert not list(out.glob(".report-*"))  # no staging folder left behind
+
+    monkeypatch.undo()
+    monkeypatch.chdir(store)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+    md, _ = report.build_report("digits", out, ["vae"], bench)
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert "old.png" not in figures and "notes.txt" in figures and "samples_vae.png" in figures
+    assert "samples_vae.png" in md.read_text()
+
+
 def test_no_runs_is_an_error_and_the_old_report_stays(store: Path):
     out = store / "reports"
     out.mkdir()
