@@ -1,0 +1,124 @@
+"""Training and sampling throughput of one model, through the code the pipeline runs.
+
+`measure` trains with `gen.trainer.train` (so the hot loop measured is the one `genbench train`
+runs) and samples with the model's own `sample`, on random data of the data set's shape and
+levels: speed does not depend on the pixel values. It reads and writes no files.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from gen.conditions import model_domains
+from gen.data import DataMeta
+from gen.models.base import GenerativeModel, count_params
+from gen.registry import build
+from gen.trainer import pick_device, seed_everything, train
+
+CAPTION_WORDS = 6  # word ids per caption for caption-conditioned models (about the real length)
+WARMUP_STEPS = 5  # first steps allocate buffers and pick kernels: not timed
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _training_pairs(
+    model: GenerativeModel, n: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images and the y the trainer would batch for the model's condition kind."""
+    meta = model.meta
+    x = torch.randint(0, meta.levels, (n, *meta.shape), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, max(meta.n_classes, 1), (n,), generator=g)
+    if model.condition == "caption":
+        words = len(meta.extra.get("vocab", ()))
+        if words < 3:
+            raise ValueError(f"{model.name} needs a caption vocabulary in meta.extra['vocab']")
+        return x, torch.randint(2, words, (n, CAPTION_WORDS), generator=g)
+    if model.condition == "domain":
+        ids = torch.tensor(model_domains(model))
+        domains = ids[torch.randint(len(ids), (n,), generator=g)]
+        return x, torch.stack([domains, labels], dim=1) if model.uses_labels else domains
+    return x, labels
+
+
+def _sampling_condition(
+    model: GenerativeModel, x: torch.Tensor, y: torch.Tensor, n: int, device: torch.device
+) -> Any:
+    """What `model.sample(n, g, condition)` needs, from the random training pairs."""
+    if model.condition is None:
+        return None
+    if model.condition == "caption":
+        return y[:n].to(device)
+    if model.condition == "image":
+        return x[:n].to(device)
+    ids = model_domains(model)
+    source = (y[:n, 0] if y.dim() == 2 else y[:n]).tolist()
+    targets = torch.tensor([ids[(ids.index(s) + 1) % len(ids)] for s in source])
+    return x[:n].to(device), targets.to(device)
+
+
+def measure(
+    model_name: str,
+    section: dict[str, Any],
+    meta: DataMeta,
+    batch_size: int,
+    steps: int,
+    n_sample: int,
+    device: str = "cpu",
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Train img/s (and steps/s) over `steps` steps of `gen.trainer.train` after a warm-up run,
+    and sample img/s for `n_sample` images after a warm-up draw, of model `model_name` built
+    from its params section `section` for data `meta`, with `threads` CPU threads.
+
+    Train img/s counts the images the model's phases consume, as `genbench train` reports it
+    (a GAN's generator phase reads none); it is None for a model fitted by counting.
+    """
+    if steps < 1 or n_sample < 1 or batch_size < 1:
+        raise ValueError("steps, n_sample and batch_size must be >= 1")
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        dev = pick_device(device)
+        seed_everything(0)
+        model = build(model_name, {**section, "batch_size": batch_size, "steps": 1}, meta)
+        g = torch.Generator().manual_seed(0)
+        x, y = _training_pairs(model, max(4 * batch_size, n_sample), g)
+
+        model.cfg.steps = min(WARMUP_STEPS, steps)
+        train(model, x, y, device=dev, log_every=model.cfg.steps, progress=False)
+        model.cfg.steps = steps
+        result = train(model, x, y, device=dev, log_every=steps, progress=False)
+        stepped = result.steps > 0  # a model fitted by counting takes no steps
+
+        model.eval()
+        condition = _sampling_condition(model, x, y, n_sample, dev)
+        args = () if condition is None else (condition,)
+        warm = _sampling_condition(model, x, y, 1, dev)
+        model.sample(1, torch.Generator().manual_seed(0), *(() if warm is None else (warm,)))
+        _sync(dev)
+        t0 = time.perf_counter()
+        model.sample(n_sample, torch.Generator().manual_seed(1), *args)
+        _sync(dev)
+        sample_seconds = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(previous_threads)
+    return {
+        "model": model_name,
+        "device": str(dev),
+        "threads": threads,
+        "batch_size": model.cfg.batch_size,
+        "params": count_params(model),
+        "train_steps": result.steps,
+        "train_seconds": result.seconds,
+        "train_images_per_s": result.images_per_s,
+        "train_steps_per_s": result.steps / result.seconds if stepped else None,
+        "n_sample": n_sample,
+        "sample_seconds": sample_seconds,
+        "sample_images_per_s": n_sample / sample_seconds,
+    }
