@@ -62,6 +62,20 @@ def _sampling_condition(
     return x[:n].to(device), targets.to(device)
 
 
+def _time_sampling(
+    model: GenerativeModel, x: torch.Tensor, y: torch.Tensor, n: int, device: torch.device
+) -> float:
+    """Seconds `model.sample` takes for `n` images, after a one-image warm-up draw."""
+    warm = _sampling_condition(model, x, y, 1, device)
+    model.sample(1, torch.Generator().manual_seed(0), *(() if warm is None else (warm,)))
+    condition = _sampling_condition(model, x, y, n, device)
+    _sync(device)
+    t0 = time.perf_counter()
+    model.sample(n, torch.Generator().manual_seed(1), *(() if condition is None else (condition,)))
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def measure(
     model_name: str,
     section: dict[str, Any],
@@ -73,14 +87,14 @@ def measure(
     threads: int = 1,
 ) -> dict[str, Any]:
     """Train img/s (and steps/s) over `steps` steps of `gen.trainer.train` after a warm-up run,
-    and sample img/s for `n_sample` images after a warm-up draw, of model `model_name` built
-    from its params section `section` for data `meta`, with `threads` CPU threads.
+    and sample img/s for `n_sample` images after a warm-up draw (0: no sampling), of model
+    `model_name` built from its params section `section` for data `meta`, on `threads` threads.
 
     Train img/s counts the images the model's phases consume, as `genbench train` reports it
     (a GAN's generator phase reads none); it is None for a model fitted by counting.
     """
-    if steps < 1 or n_sample < 1 or batch_size < 1:
-        raise ValueError("steps, n_sample and batch_size must be >= 1")
+    if steps < 1 or batch_size < 1 or n_sample < 0:
+        raise ValueError("steps and batch_size must be >= 1, n_sample >= 0")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -97,15 +111,7 @@ def measure(
         stepped = result.steps > 0  # a model fitted by counting takes no steps
 
         model.eval()
-        condition = _sampling_condition(model, x, y, n_sample, dev)
-        args = () if condition is None else (condition,)
-        warm = _sampling_condition(model, x, y, 1, dev)
-        model.sample(1, torch.Generator().manual_seed(0), *(() if warm is None else (warm,)))
-        _sync(dev)
-        t0 = time.perf_counter()
-        model.sample(n_sample, torch.Generator().manual_seed(1), *args)
-        _sync(dev)
-        sample_seconds = time.perf_counter() - t0
+        sample_seconds = _time_sampling(model, x, y, n_sample, dev) if n_sample else None
     finally:
         torch.set_num_threads(previous_threads)
     return {
@@ -120,5 +126,5 @@ def measure(
         "train_steps_per_s": result.steps / result.seconds if stepped else None,
         "n_sample": n_sample,
         "sample_seconds": sample_seconds,
-        "sample_images_per_s": n_sample / sample_seconds,
+        "sample_images_per_s": n_sample / sample_seconds if sample_seconds else None,
     }

@@ -35,6 +35,13 @@ def test_a_model_fitted_by_counting_has_no_train_speed():
     assert r["sample_images_per_s"] > 0
 
 
+def test_no_sampling_when_n_sample_is_zero():
+    r = throughput.measure("pixelcnn", TINY["pixelcnn"], METAS["2-levels"], 8, 2, 0)
+    assert r["sample_images_per_s"] is None and r["train_steps_per_s"] > 0
+
+
 def test_nonsense_sizes_are_refused():
     with pytest.raises(ValueError, match="steps"):
         throughput.measure("pixelcnn", TINY["pixelcnn"], METAS["2-levels"], 8, 0, 4)
+    with pytest.raises(ValueError, match="n_sample"):
+        throughput.measure("pixelcnn", TINY["pixelcnn"], METAS["2-levels"], 8, 2, -1)
