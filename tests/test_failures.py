@@ -461,7 +461,7 @@ def test_benchmark_with_two_jobs_finishes_every_run_or_names_the_failed_one(
         )
     )
     run(["git", "commit", "-qam", "break the baseline"], project)
-    proc = run(cmd, project, check=False)
+    proc = run(cmd, project, check=False, PYTHONPATH=str(project))  # the copy's gen/, broken
     assert proc.returncode != 0
     assert "did not finish: baseline-s0" in proc.stderr
     assert (project / "params.yaml").read_text() == before
