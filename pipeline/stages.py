@@ -186,8 +186,12 @@ def train_model(p: Params) -> dict[str, Any]:
     else:
         for old in (wip, wip.with_suffix(".json")):
             old.unlink(missing_ok=True)
-        run_id = tracking.start_run(ds, p.model, model.family, _run_params(p), p.seed)
+        run_id = tracking.start_run(ds, p.model, model.family, _run_params(p), p.seed, made_by)
         write_json(wip.with_suffix(".json"), {"run_id": run_id})
+        # Attempts at the same model, seed, code and data that were killed with nothing left
+        # to resume: they must not show as RUNNING forever.
+        same = {"model": p.model, "seed": str(p.seed), **made_by}
+        tracking.close_stale(ds, same, keep=run_id)
     write_json(RUN_INFO, {"run_id": run_id, "model": p.model, "dataset": ds, "seed": p.seed})
 
     def log(step: int, row: dict[str, float]) -> None:

@@ -193,7 +193,12 @@ BENCHMARK_TAG = "genbench.benchmark"  # on a benchmark's parent run: its name
 
 
 def start_run(
-    dataset: str, model: str, family: str, params: dict[str, Any], seed: int | None = None
+    dataset: str,
+    model: str,
+    family: str,
+    params: dict[str, Any],
+    seed: int | None = None,
+    extra_tags: dict[str, str] | None = None,
 ) -> str:
     """Create the run that the train, sample and evaluate stages of one model all log into;
     inside `genbench benchmark` it is a child of the benchmark's run."""
@@ -209,8 +214,20 @@ def start_run(
         "git_commit": git_commit() or "",
         "mlflow.runName": model if seed is None else f"{model}-s{seed}",
         "mlflow.parentRunId": parent,
+        **(extra_tags or {}),
     }
     return _create_run(dataset, tags, params)
+
+
+def close_stale(dataset: str, tags: dict[str, str], keep: str) -> list[str]:
+    """Mark KILLED the RUNNING runs with these tags other than `keep`: attempts killed where
+    nothing could resume them (a DVC temp copy deleted with its checkpoint)."""
+    where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = search(dataset, f"{where} and attributes.status = 'RUNNING'", finished=False)
+    stale = [r for r in (runs.run_id if not runs.empty else []) if r != keep]
+    for run_id in stale:
+        finish(run_id, "KILLED")
+    return stale
 
 
 def run_status(run_id: str) -> str | None:

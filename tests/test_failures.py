@@ -468,3 +468,19 @@ def test_benchmark_with_two_jobs_finishes_every_run_or_names_the_failed_one(
     assert child_runs(project)["vae-s0"][1] == "FINISHED"
     md = (project / "reports" / "benchmark.md").read_text()
     assert "Did not finish (not in the tables): baseline-s0" in md and "| vae | 1 |" in md
+
+
+def test_an_attempt_killed_with_nothing_left_to_resume_is_marked_killed(repo: Path, monkeypatch):
+    from pipeline import provenance, stages
+
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    monkeypatch.setenv("CI", "true")
+    made_by = {"code": provenance.code_hash(), "data": provenance.split_hash(stages.PREPARED)}
+    # What a killed attempt in a deleted DVC temp copy leaves: a RUNNING run, no checkpoint.
+    stale = tracking.start_run("digits", "pixelcnn", "autoregressive", {}, 0, made_by)
+    other_seed = tracking.start_run("digits", "pixelcnn", "autoregressive", {}, 1, made_by)
+    genbench("train")
+    assert tracking.run_status(stale) == "KILLED"
+    assert tracking.run_status(other_seed) == "RUNNING"  # another attempt's business
+    tracking.finish(other_seed, "KILLED")
