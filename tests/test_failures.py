@@ -315,8 +315,11 @@ def silent_server() -> Iterator[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("server", [closed_port, silent_server], ids=["refused", "silent"])
-@pytest.mark.parametrize("command", [["train"], ["report"], ["benchmark", "--models", "vae"]])
+@pytest.mark.parametrize(
+    ("server", "command"),
+    [(closed_port, ["train"]), (silent_server, ["benchmark", "--models", "vae"])],
+    ids=["refused", "silent"],
+)
 def test_a_dead_tracking_server_fails_within_a_minute_in_one_line(project: Path, server, command):
     run(["genbench", "prepare"], project)
     with server() as uri:
@@ -332,7 +335,12 @@ def test_a_dead_tracking_server_fails_within_a_minute_in_one_line(project: Path,
 
 # -------------------------------------------------------- kill -9 inside `dvc exp run`
 DVC = [sys.executable, "-m", "dvc"]
-LONG = {"model": "vae", "vae": {"steps": 400}, "train": {"log_every": 5, "checkpoint_every": 25}}
+LONG = {
+    "model": "vae",
+    "vae": {"steps": 400},
+    "train": {"log_every": 5, "checkpoint_every": 25},
+    "data": {"domains": "none"},  # no typeset domains to render: vae does not read them
+}
 QUALITY = ("bpd", "elbo_bpd", "fid", "kid_mean", "precision", "recall", "val_bpd")
 
 
@@ -362,18 +370,14 @@ def loss_steps(repo: Path, run_id: str) -> list[int]:
 
 @pytest.mark.slow
 def test_kill_9_during_train_in_dvc_exp_run_then_rerun_equals_an_uninterrupted_run(
-    tmp_path: Path,
+    project: Path,
 ):
-    killed, clean = make_project(tmp_path / "killed"), make_project(tmp_path / "clean")
-    for repo in (killed, clean):
-        set_params(repo, **LONG)
-        run(["git", "commit", "-qam", "longer vae"], repo)
-    run([*DVC, "exp", "run"], clean)
-
-    wip = killed / "runs" / "wip" / "vae.pt"
+    set_params(project, **LONG)
+    run(["git", "commit", "-qam", "longer vae"], project)
+    wip = project / "runs" / "wip" / "vae.pt"
     proc = subprocess.Popen(
         [*DVC, "exp", "run"],
-        cwd=killed,
+        cwd=project,
         env=tool_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -387,17 +391,24 @@ def test_kill_9_during_train_in_dvc_exp_run_then_rerun_equals_an_uninterrupted_r
     assert wip.exists(), "training ended before it could be killed"
     step = torch.load(wip, weights_only=True)["step"]
     assert 0 < step < 400
-    [(run_id, status)] = vae_runs(killed)
+    [(run_id, status)] = vae_runs(project)
     assert status == "RUNNING"  # nothing could mark it: the next attempt finds it
 
-    run([*DVC, "exp", "run"], killed)
-    assert vae_runs(killed) == [(run_id, "FINISHED")]  # the same run, continued
-    assert loss_steps(killed, run_id) == list(range(5, 401, 5))  # from the start, no repeats
-    got = yaml.safe_load((killed / "metrics.json").read_text())
-    want = yaml.safe_load((clean / "metrics.json").read_text())
+    run([*DVC, "exp", "run"], project)
+    assert vae_runs(project) == [(run_id, "FINISHED")]  # the same run, continued
+    assert loss_steps(project, run_id) == list(range(5, 401, 5))  # from the start, no repeats
+    assert not wip.exists()
+    resumed = torch.load(project / "runs" / "model.pt", weights_only=True)["state_dict"]
+    got = yaml.safe_load((project / "metrics.json").read_text())
+
+    # The same training, uninterrupted: the same weights and the same metrics.
+    run([*DVC, "repro", "--force", "--single-item", "train"], project)
+    run([*DVC, "repro"], project)
+    clean = torch.load(project / "runs" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(resumed[k], clean[k]) for k in clean)
+    want = yaml.safe_load((project / "metrics.json").read_text())
     for key in QUALITY:
         assert got[key] == pytest.approx(want[key], rel=1e-6, abs=1e-9), key
-    assert not wip.exists()
 
 
 # --------------------------------------------------------- `genbench benchmark --jobs 2`
