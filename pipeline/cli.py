@@ -276,6 +276,7 @@ def benchmark(params_path: str, models: str | None, seeds: str | None, jobs: int
         os.environ.pop(tracking.PARENT_ENV, None)
         if path.read_text() != original:
             path.write_text(original)  # `dvc exp run -S` edits params.yaml in the workspace
+    t0 = time.perf_counter()
     try:
         md, page = build_report(dataset, Path("reports"), names, parent)
     except ReportError as exc:
@@ -283,10 +284,12 @@ def benchmark(params_path: str, models: str | None, seeds: str | None, jobs: int
             raise
         md = page = None
         click.echo(f"no report: {exc}", err=True)
+    timings.append(("report", time.perf_counter() - t0))
     timings.append(("total", time.perf_counter() - t_all))
-    click.echo("timings (s):", err=True)
-    for label, seconds in timings:
-        click.echo(f"  {label:<32} {seconds:8.1f}", err=True)
+    lines = ["timings (s):", *(f"  {label:<36} {sec:8.1f}" for label, sec in timings)]
+    lines += _stage_table(dataset, parent, names)
+    click.echo("\n".join(lines), err=True)
+    tracking.log_text(parent, "\n".join(lines) + "\n", "timings.txt")
     if md is not None:
         click.echo(f"wrote {md} and {page}")
     if failed:
@@ -318,17 +321,40 @@ def _run_experiments(
                 tracking.adopt(info["run_id"], parent)
             timings.append((label, time.perf_counter() - t0))
         return
+    t0 = time.perf_counter()
     for name, seed in planned:
         exp = ["exp", "run", "evaluate", "--queue", "-S", f"model={name}", "-S", f"seed={seed}"]
         if _dvc(*exp, "-n", f"{name}-s{seed}-{stamp}").returncode:
             raise click.ClickException(f"could not queue the experiment of {name}-s{seed}")
+    timings.append((f"queueing {len(planned)} experiments", time.perf_counter() - t0))
     t0 = time.perf_counter()
     _dvc("exp", "run", "--run-all", "--jobs", str(jobs))
-    timings.append((f"{len(planned)} queued experiments", time.perf_counter() - t0))
+    timings.append((f"{len(planned)} experiments, {jobs} at a time", time.perf_counter() - t0))
     for name, seed in planned:
         run_id = _queued_run_id(f"{name}-s{seed}-{stamp}")
         if run_id is not None and tracking.run_exists(run_id):
             tracking.adopt(run_id, parent)
+
+
+def _stage_table(dataset: str, parent: str, names: list[str]) -> list[str]:
+    """Seconds per stage process (start-up included), mean over each model's finished runs, and
+    their sum over all runs: where the benchmark's time went, beside DVC's share."""
+    from pipeline.stages import STAGE_TIMES
+
+    runs = tracking.search(dataset, f"tags.mlflow.parentRunId = '{parent}'")
+    cols = [f"metrics.time/{s}" for s in STAGE_TIMES]
+    if runs.empty or not set(cols) <= set(runs.columns):
+        return []
+    head = f"  {'model':<16} {'runs':>4}" + "".join(f" {s:>9}" for s in STAGE_TIMES)
+    lines = ["stage processes (s, mean per run; start-up included):", head]
+    for name in names:
+        rows = runs[runs["tags.model"] == name]
+        if not rows.empty:
+            means = "".join(f" {rows[c].mean():9.1f}" for c in cols)
+            lines.append(f"  {name:<16} {len(rows):>4}{means}")
+    sums = "".join(f" {runs[c].sum():9.1f}" for c in cols)
+    lines.append(f"  {'sum of all runs':<16} {len(runs):>4}{sums}")
+    return lines
 
 
 def _unfinished(dataset: str, parent: str, planned: list[tuple[str, int]]) -> list[str]:

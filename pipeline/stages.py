@@ -6,6 +6,7 @@ File layout (the only place that knows it): data/prepared/, runs/, metrics.json.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import replace
@@ -63,6 +64,25 @@ def write_json(path: Path, obj: Any) -> None:
 
 def _threads(p: Params) -> None:
     torch.set_num_threads(p.train.threads)
+
+
+_IMPORTED = time.monotonic()
+STAGE_TIMES = ("train", "sample", "evaluate")  # metrics time/<stage>: where a benchmark's hour goes
+
+
+def process_seconds() -> float:
+    """Seconds since this process started, start-up (interpreter, imports) included: what a
+    DVC stage costs beside the work itself. Linux reads /proc; elsewhere, since import."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
+
+
+def _log_stage_time(run_id: str, stage: str) -> None:
+    tracking.log_metrics(run_id, {f"time/{stage}": process_seconds()})
 
 
 def prepare(p: Params) -> dict[str, Any]:
@@ -233,6 +253,7 @@ def train_model(p: Params) -> dict[str, Any]:
     # Finished: nothing to resume, and a later run must not pick it up.
     for old in (wip, wip.with_suffix(".json")):
         old.unlink(missing_ok=True)
+    _log_stage_time(run_id, "train")
     return summary
 
 
@@ -291,6 +312,7 @@ def sample(p: Params) -> dict[str, Any]:
         tracking.log_artifact(run_id, SAMPLE_GRID, "samples")
         for path in extra:
             tracking.log_artifact(run_id, path, "figures")
+        _log_stage_time(run_id, "sample")
         return out
 
 
@@ -393,6 +415,7 @@ def evaluate(p: Params) -> dict[str, Any]:
         )
         tracking.log_artifact(run_id, METRICS)
         tracking.log_artifact(run_id, CHECKPOINT, "checkpoint")
+        _log_stage_time(run_id, "evaluate")
         tracking.finish(run_id, "FINISHED")
         return out
 

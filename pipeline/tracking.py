@@ -272,6 +272,10 @@ def log_artifact(run_id: str, path: Path, folder: str | None = None) -> None:
     _client().log_artifact(run_id, str(path), folder)
 
 
+def log_text(run_id: str, text: str, name: str) -> None:
+    _client().log_text(run_id, text, name)
+
+
 def set_tags(run_id: str, tags: dict[str, str]) -> None:
     client = _client()
     for k, v in tags.items():

@@ -87,7 +87,7 @@ def test_benchmark_runs_one_experiment_per_model_and_seed_under_one_parent_run(p
     run(["git", "commit", "-qam", "two models"], project)
     before = (project / "params.yaml").read_text()
     out = run(["genbench", "benchmark"], project).stderr
-    assert "timings (s):" in out and "vae-s1" in out
+    assert "timings (s):" in out and "vae-s1" in out and "stage processes" in out
     assert (project / "params.yaml").read_text() == before
     md = (project / "reports" / "benchmark.md").read_text()
     assert "| baseline | 2 |" in md and "| vae | 2 |" in md and "| data (real images) |" in md
