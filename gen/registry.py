@@ -55,7 +55,7 @@ def build(name: str, section: dict[str, Any] | None, meta: DataMeta) -> Generati
     return cls(cfg, meta)
 
 
-def _domain_names(data: DataConfig) -> list[str] | None:
+def domain_names(data: DataConfig) -> list[str] | None:
     """The domains data set `data` will have, where params alone tell (else None)."""
     if data.domains == "typeset":
         return ["handwritten", *data.typeset_styles]
@@ -84,7 +84,7 @@ def check_data(name: str, section: dict[str, Any] | None, data: DataConfig) -> N
         return
     meta = expected_meta(data)
     if cls.condition == "domain":
-        names = _domain_names(data)
+        names = domain_names(data)
         if names is None:
             return  # the folders' domains are checked when they are read
         meta.extra["domains"] = names

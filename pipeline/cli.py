@@ -269,6 +269,10 @@ def benchmark(params_path: str, models: str | None, seeds: str | None, jobs: int
         tracking.set_tags(parent, fp)
         os.environ[tracking.PARENT_ENV] = parent
         with tracking.failing(parent):
+            if jobs > 1:
+                t0 = time.perf_counter()
+                planned = _longest_first(p, planned)
+                timings.append(("cost probe (queue order)", time.perf_counter() - t0))
             _run_experiments(planned, stamp, jobs, parent, timings)
             failed = _unfinished(dataset, parent, planned)
             tracking.finish(parent, "FAILED" if failed else "FINISHED")
@@ -297,6 +301,23 @@ def benchmark(params_path: str, models: str | None, seeds: str | None, jobs: int
             f"{len(failed)} of {len(planned)} experiments did not finish: {', '.join(failed)} "
             "(see the output above; the report lists them as failed)"
         )
+
+
+def _longest_first(p, planned: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The queue's order: longest experiments first (a few measured training steps x steps),
+    so no long one starts last and leaves the other workers idle while it runs alone."""
+    from gen.registry import model_class
+    from pipeline.throughput import step_seconds
+
+    cost = {}
+    for name in dict.fromkeys(m for m, _ in planned):
+        section = p.model_section(name)
+        steps = section.get("steps", model_class(name).Config().steps)
+        try:
+            cost[name] = step_seconds(name, section, p.data) * steps
+        except Exception:  # an estimate only: a model the probe cannot run keeps its place
+            cost[name] = 0.0
+    return sorted(planned, key=lambda ms: -cost[ms[0]])
 
 
 def _run_experiments(

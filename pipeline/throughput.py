@@ -128,3 +128,20 @@ def measure(
         "sample_seconds": sample_seconds,
         "sample_images_per_s": n_sample / sample_seconds if sample_seconds else None,
     }
+
+
+PROBE_VOCAB = 40  # words of a stand-in caption vocabulary: a probe needs the size, not the words
+
+
+def step_seconds(name: str, section: dict[str, Any], data: Any, steps: int = 3) -> float:
+    """Seconds one training step of model `name` takes here (a short probe on random data of
+    the shape `data` (a DataConfig) describes): how `genbench benchmark` orders its queue."""
+    from gen.data import expected_meta
+    from gen.registry import domain_names
+
+    meta = expected_meta(data)
+    meta.extra["vocab"] = ["<pad>", "<unk>", *(f"w{i}" for i in range(PROBE_VOCAB))]
+    meta.extra["domains"] = domain_names(data) or ["A", "B"]
+    batch = dict(section or {}).get("batch_size", 64)
+    got = measure(name, dict(section or {}), meta, batch, steps, n_sample=0)
+    return got["train_seconds"] / got["train_steps"] if got["train_steps"] else 0.0

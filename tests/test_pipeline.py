@@ -188,3 +188,14 @@ def test_bad_param_type_is_a_clear_error(project: Path, monkeypatch):
     set_params(project, pixelcnn={"layers": "many"})
     code, out = _invoke(project, "train", monkeypatch=monkeypatch)
     assert code == 2 and "pixelcnn.layers='many' must be an integer" in _one_line_error(out)
+
+
+def test_the_queue_runs_the_longest_experiments_first():
+    from pipeline.cli import _longest_first
+    from pipeline.params import load_params
+
+    p = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    planned = [(m, s) for s in (0, 1) for m in ("baseline", "vae", "stargan")]
+    order = _longest_first(p, planned)
+    assert sorted(order) == sorted(planned)
+    assert [m for m, _ in order] == ["stargan", "stargan", "vae", "vae", "baseline", "baseline"]
