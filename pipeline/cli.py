@@ -387,6 +387,60 @@ def _unfinished(dataset: str, parent: str, planned: list[tuple[str, int]]) -> li
     return [f"{m}-s{s}" for m, s in planned if (m, str(s)) not in done]
 
 
+@main.command("throughput")
+@params_option
+@click.option("--models", default=None, help="comma-separated models (default: benchmark.models)")
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--samples", default=100, show_default=True, type=click.IntRange(0, 100000))
+@click.option(
+    "--batch-size", default=None, type=click.IntRange(1, 100000), help="default: each model's"
+)
+@click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (default: train.device)")
+@click.option("--threads", default=None, type=click.IntRange(1, 256), help="default: train.threads")
+@user_errors
+def throughput(
+    params_path: str,
+    models: str | None,
+    steps: int,
+    samples: int,
+    batch_size: int | None,
+    device: str | None,
+    threads: int | None,
+) -> None:
+    """Train and sample images per second of each model, in this process, through the code
+    `genbench train` and `genbench sample` run (random data of the data set's shape)."""
+    from gen.registry import model_class
+    from gen.trainer import pick_device
+    from pipeline.throughput import measure, probe_meta
+
+    p = load_params(params_path)
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    names = names or list(p.benchmark.models)
+    for name in names:
+        model_class(name)
+    try:
+        dev = pick_device(device or p.train.device)
+    except RuntimeError as exc:
+        raise UserError(f"--device={device}: {exc}") from None
+    meta = probe_meta(p.data)
+    click.echo(
+        f"{'model':<16} {'params':>10} {'train img/s':>12} {'steps/s':>9} {'sample img/s':>13}"
+    )
+    for name in names:
+        section = p.model_section(name)
+        bs = batch_size or section.get("batch_size") or model_class(name).Config().batch_size
+        got = measure(name, section, meta, bs, steps, samples, str(dev), threads or p.train.threads)
+
+        def fmt(v: float | None, width: int) -> str:
+            return f"{v:>{width}.1f}" if v else f"{'n/a':>{width}}"
+
+        click.echo(
+            f"{name:<16} {got['params']:>10,} {fmt(got['train_images_per_s'], 12)} "
+            f"{fmt(got['train_steps_per_s'], 9)} {fmt(got['sample_images_per_s'], 13)}"
+        )
+    click.echo(f"device {dev}, {threads or p.train.threads} thread(s), data {dataset_id(p.data)}")
+
+
 @main.command("preset")
 @click.argument("name", required=False)
 @click.option("--run", "run_now", is_flag=True, help="run the preset now as a DVC experiment")

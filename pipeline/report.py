@@ -24,6 +24,7 @@ import pandas as pd
 from gen import stats
 from gen.evaluation import METRICS, metric
 from pipeline import tracking
+from pipeline.curves import write_curve
 from pipeline.errors import ReportError
 
 LABELS_MARK = "(labels)"  # beside a model trained with class labels it need not have used
@@ -397,9 +398,11 @@ def _bar(c: Collected, models: list[str], key: str, space: str | None, label: st
     return path
 
 
-def _curves(c: Collected, order: list[str], path: Path) -> Path | None:
-    """Loss curves as small multiples: one panel per model, one line per loss term and seed."""
-    plt = _plt()
+Curve = tuple[str, str, list[tuple[int, float]]]  # (loss term, seed, [(step, value)])
+
+
+def _curve_data(c: Collected, order: list[str]) -> list[tuple[str, list[Curve]]]:
+    """Each model's logged curves: its loss terms and validation bits/dim, per seed."""
     panels = []
     for m in order:
         lines = []
@@ -411,6 +414,27 @@ def _curves(c: Collected, order: list[str], path: Path) -> Path | None:
                         lines.append((key.removeprefix("train/"), r.seed, sorted(hist)))
         if lines:
             panels.append((m, lines))
+    return panels
+
+
+def _curve_files(panels: list[tuple[str, list[Curve]]], folder: Path) -> None:
+    """One CSV per model and curve (step, mean over seeds): the DVC plots `dvc plots show`
+    draws from `reports/curves` (dvc.yaml declares them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for model, lines in panels:
+        for term in dict.fromkeys(name for name, _, _ in lines):
+            by_step: dict[int, list[float]] = {}
+            for name, _, hist in lines:
+                if name == term:
+                    for step, value in hist:
+                        by_step.setdefault(step, []).append(value)
+            points = [(step, sum(v) / len(v)) for step, v in sorted(by_step.items())]
+            write_curve(folder / f"{_safe(model)}.{term.replace('/', '-')}.csv", points)
+
+
+def _curves(panels: list[tuple[str, list[Curve]]], path: Path) -> Path | None:
+    """Loss curves as small multiples: one panel per model, one line per loss term and seed."""
+    plt = _plt()
     if not panels:
         return None
     cols = 4
@@ -470,7 +494,9 @@ def _run_figures(c: Collected, order: list[str], figs: Path) -> dict[str, list[t
     return out
 
 
-def _charts(c: Collected, order: list[str], figs: Path) -> list[tuple[str, Path]]:
+def _charts(
+    c: Collected, order: list[str], figs: Path, panels: list[tuple[str, list[Curve]]]
+) -> list[tuple[str, Path]]:
     df = c.runs
     fam = {m: df[df.model == m].family.iloc[0] for m in order}
     space = {m: df[df.model == m].feature_extractor.iloc[0] for m in order}
@@ -503,7 +529,7 @@ def _charts(c: Collected, order: list[str], figs: Path) -> list[tuple[str, Path]
         p = _bar(c, models, key, sp, label, figs / name)
         if p:
             out.append((label, p))
-    p = _curves(c, order, figs / "losses.png")
+    p = _curves(panels, figs / "losses.png")
     if p:
         out.append(("training losses", p))
     return out
@@ -531,7 +557,9 @@ def build_report(
         figs.mkdir()
         order = _order(c.runs, models)
         now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        figures = _charts(c, order, figs)
+        panels = _curve_data(c, order)
+        figures = _charts(c, order, figs, panels)
+        _curve_files(panels, stage / "curves")
         per_model = _run_figures(c, order, figs)
         sections = []
         for family in dict.fromkeys(c.runs.set_index("model").loc[order].family):
@@ -568,6 +596,12 @@ def _publish(stage: Path, out_dir: Path) -> None:
     for old in figs.glob("*.png"):
         if old.name not in new:
             old.unlink()
+    curves = out_dir / "curves"
+    curves.mkdir(exist_ok=True)
+    for old in curves.glob("*.csv"):
+        old.unlink()  # a model no longer in the report leaves no curve behind
+    for new_file in (stage / "curves").glob("*.csv"):
+        os.replace(new_file, curves / new_file.name)
     for name in ("benchmark.md", "benchmark.html"):
         os.replace(stage / name, out_dir / name)
 

@@ -32,6 +32,7 @@ from gen.trainer import (
     train,
 )
 from pipeline import provenance, tracking
+from pipeline.curves import write_curve
 from pipeline.params import Params
 
 PREPARED = Path("data/prepared")
@@ -41,6 +42,7 @@ CLASSIFIER = CLASSIFIERS / "classes.pt"
 CLASSIFIER_METRICS = RUNS / "classifier.json"
 DOMAIN_CLASSIFIER = CLASSIFIERS / "domains.pt"  # (domain, class) pairs; translation metrics
 CHECKPOINT = RUNS / "model.pt"
+CURVES = RUNS / "curves"  # DVC plots: a CSV per loss term (and val-bpd), step and value
 RUN_INFO = RUNS / "run.json"
 SAMPLES = RUNS / "samples.pt"
 FIGURES = RUNS / "figures"
@@ -151,12 +153,18 @@ def _train_domain_classifier(p: Params, split: Split, device: torch.device) -> d
 
 
 def _run_params(p: Params) -> dict[str, Any]:
+    """The run's params: the model's section under its own name (`vae.lr`) and under the
+    shared prefix `model.` (`model.lr`), so MLflow's compare view lines up the same knobs
+    across models."""
+    section = p.model_section()
+    shared = {f"model.{k}": v for k, v in tracking.flatten(section).items()}
     return {
         "model": p.model,
         "seed": p.seed,
         "data": p.raw.get("data", {}),
         "train": p.raw.get("train", {}),
-        p.model: p.model_section(),
+        p.model: section,
+        **shared,
     }
 
 
@@ -172,6 +180,24 @@ def _validation(model, split: Split, batch_size: int, device: torch.device):
         return {"val/bpd": M.dataset_bpd(log_p, split.val_x, batch_size, device)}
 
     return validate
+
+
+def _profile(split: Split) -> dict[str, Any]:
+    """Split sizes and image shape: what MLflow shows as the dataset's profile."""
+    parts = (("train", split.train_x), ("val", split.val_x), ("test", split.test_x))
+    return {**{k: len(v) for k, v in parts if v is not None}, "shape": list(split.meta.shape)}
+
+
+def write_curves(history: list[dict[str, float]], folder: Path) -> None:
+    """The training curves as DVC plot files (dvc.yaml declares them): one CSV per loss term
+    and one for validation bits/dim, so `dvc plots diff` compares experiments."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    keys = dict.fromkeys(k for h in history for k in h if k.endswith("loss") or k == "val/bpd")
+    for key in keys:
+        points = [(h["step"], h[key]) for h in history if key in h]
+        write_curve(folder / f"{key.replace('/', '-')}.csv", points)
 
 
 def _resumed_run(wip: Path, resumes_at: int | None) -> str | None:
@@ -208,6 +234,7 @@ def train_model(p: Params) -> dict[str, Any]:
             old.unlink(missing_ok=True)
         run_id = tracking.start_run(ds, p.model, model.family, _run_params(p), p.seed, made_by)
         write_json(wip.with_suffix(".json"), {"run_id": run_id})
+        tracking.log_dataset(run_id, ds, made_by["data"], PREPARED.as_posix(), _profile(split))
         # Attempts at the same model, seed, code and data that were killed with nothing left
         # to resume: they must not show as RUNNING forever.
         same = {"model": p.model, "seed": str(p.seed), **made_by}
@@ -246,6 +273,7 @@ def train_model(p: Params) -> dict[str, Any]:
         vals = [h["val/bpd"] for h in result.history if "val/bpd" in h]
         if vals:
             summary["val_bpd"] = vals[-1]
+        write_curves(result.history, CURVES)
         tracking.log_metrics(run_id, summary, result.steps)
         # Unpaired translation normally sees no class labels; the report marks a run that did.
         labels = "yes" if model.uses_labels else "no"
@@ -415,6 +443,7 @@ def evaluate(p: Params) -> dict[str, Any]:
         )
         tracking.log_artifact(run_id, METRICS)
         tracking.log_artifact(run_id, CHECKPOINT, "checkpoint")
+        tracking.log_model(run_id, model)
         _log_stage_time(run_id, "evaluate")
         tracking.finish(run_id, "FINISHED")
         return out

@@ -133,15 +133,21 @@ def measure(
 PROBE_VOCAB = 40  # words of a stand-in caption vocabulary: a probe needs the size, not the words
 
 
-def step_seconds(name: str, section: dict[str, Any], data: Any, steps: int = 3) -> float:
-    """Seconds one training step of model `name` takes here (a short probe on random data of
-    the shape `data` (a DataConfig) describes): how `genbench benchmark` orders its queue."""
+def probe_meta(data: Any) -> DataMeta:
+    """The shape and levels data set `data` (a DataConfig) has, with a stand-in vocabulary and
+    domain names, so every model can be measured without preparing the data."""
     from gen.data import expected_meta
     from gen.registry import domain_names
 
     meta = expected_meta(data)
     meta.extra["vocab"] = ["<pad>", "<unk>", *(f"w{i}" for i in range(PROBE_VOCAB))]
     meta.extra["domains"] = domain_names(data) or ["A", "B"]
-    batch = dict(section or {}).get("batch_size", 64)
-    got = measure(name, dict(section or {}), meta, batch, steps, n_sample=0)
+    return meta
+
+
+def step_seconds(name: str, section: dict[str, Any], data: Any, steps: int = 3) -> float:
+    """Seconds one training step of model `name` takes here (a short probe on random data of
+    the shape `data` describes): how `genbench benchmark` orders its queue."""
+    section = dict(section or {})
+    got = measure(name, section, probe_meta(data), section.get("batch_size", 64), steps, 0)
     return got["train_seconds"] / got["train_steps"] if got["train_steps"] else 0.0

@@ -131,6 +131,10 @@ def _client():
     return MlflowClient(uri)
 
 
+# MLflow 3 opens an experiment in its GenAI view unless told it holds model training runs.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(name: str) -> str:
     """The experiment for data set `name`, created once with artifacts in the main repository
     (beside a local store, whatever folder or DVC temp copy the stage runs in)."""
@@ -145,7 +149,7 @@ def experiment_id(name: str) -> str:
     else:
         artifacts = None  # a tracking server chooses its own artifact store
     try:
-        return client.create_experiment(name, artifact_location=artifacts)
+        return client.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
     except Exception:  # created meanwhile by a parallel writer
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -270,6 +274,49 @@ def log_metrics(run_id: str, metrics: dict[str, float | None], step: int = 0) ->
 
 def log_artifact(run_id: str, path: Path, folder: str | None = None) -> None:
     _client().log_artifact(run_id, str(path), folder)
+
+
+def log_dataset(run_id: str, name: str, digest: str, source: str, profile: dict) -> None:
+    """The data set a run trained on as an MLflow dataset input (the UI's Dataset column):
+    its name, a digest of its prepared bytes, where it was read from and its split sizes."""
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(
+        name=name,
+        digest=digest,
+        source_type="local",
+        source=json.dumps({"uri": source}),
+        profile=json.dumps(profile),
+    )
+    context = InputTag("mlflow.data.context", "training")
+    _client().log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[context])])
+
+
+def log_model(run_id: str, model: Any) -> str:
+    """The trained model as an MLflow model of run `run_id`, so that
+    `mlflow.pytorch.load_model("runs:/<run_id>/model").sample(16)` works in a fresh process
+    (with genbench installed: the model's classes come from it). Returns the model id."""
+    import copy
+    from importlib.metadata import version
+
+    import mlflow
+    import mlflow.pytorch
+
+    _client()
+    requirements = [f"genbench=={version('genbench')}", f"torch=={version('torch')}"]
+    with mlflow.start_run(run_id=run_id):  # the run goes on: its stage finishes it
+        # Pickled, not the traced "pt2" format: a generative model is used through `sample`,
+        # not through `forward` on an example input.
+        info = mlflow.pytorch.log_model(
+            copy.deepcopy(model).cpu().eval(),
+            name="model",
+            pip_requirements=requirements,
+            serialization_format="pickle",
+        )
+    _client().update_run(run_id, status="RUNNING")  # leaving the block marked it FINISHED
+    return info.model_id
 
 
 def log_text(run_id: str, text: str, name: str) -> None:

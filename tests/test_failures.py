@@ -495,3 +495,14 @@ def test_an_attempt_killed_with_nothing_left_to_resume_is_marked_killed(repo: Pa
     assert tracking.run_status(stale) == "KILLED"
     assert tracking.run_status(other_seed) == "RUNNING"  # another attempt's business
     tracking.finish(other_seed, "KILLED")
+
+
+@pytest.mark.slow
+def test_a_failed_workspace_exp_run_says_it_left_its_edits_in_params_yaml(project: Path):
+    proc = run(
+        [*DVC, "exp", "run", "-S", "model=progan", "-S", "data.image_size=12"], project, check=False
+    )
+    assert proc.returncode != 0
+    [line] = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error:")]
+    assert "progan cannot take 12x12" in line and "git checkout params.yaml" in line
+    assert "Traceback" not in proc.stdout + proc.stderr

@@ -101,6 +101,12 @@ def test_benchmark_runs_one_experiment_per_model_and_seed_under_one_parent_run(p
     con.close()
     assert parents == [(4,)]  # one benchmark run with a child per (model, seed)
 
+    # DVC's own view: `dvc plots show` draws every model's curves from the report.
+    assert (project / "reports" / "curves" / "vae.model-loss.csv").exists()
+    run([*DVC, "plots", "show", "-o", "plots"], project)
+    page = (project / "plots" / "index.html").read_text()
+    assert "reports/curves/vae.model-loss.csv" in page
+
     # Another training seed reruns only the model's stages: the data and the ruler are cached.
     out = run([*DVC, "exp", "run", "-S", "seed=2", "-S", "model=vae"], project).stdout
     for stage in ("prepare", "classifier", "reference"):
@@ -199,3 +205,22 @@ def test_the_queue_runs_the_longest_experiments_first():
     order = _longest_first(p, planned)
     assert sorted(order) == sorted(planned)
     assert [m for m, _ in order] == ["stargan", "stargan", "vae", "vae", "baseline", "baseline"]
+
+
+def test_throughput_command_measures_every_model_asked_for(monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    result = CliRunner().invoke(
+        main, ["throughput", "--models", "vae,dcgan", "--steps", "2", "--samples", "4"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines()[1:3]}
+    assert set(rows) == {"vae", "dcgan"}
+    for cells in rows.values():
+        assert all(float(c.replace(",", "")) > 0 for c in cells[1:])
+    assert "device cpu" in result.output
+
+
+def test_throughput_command_names_a_device_it_cannot_use(monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    result = CliRunner().invoke(main, ["throughput", "--models", "vae", "--device", "cuda:7"])
+    assert result.exit_code == 2 and result.output.startswith("Error: --device=cuda:7")
