@@ -151,3 +151,14 @@ def prepared(project: Path, monkeypatch) -> Path:
     for stage in ("prepare", "classifier", "reference"):
         genbench(stage)
     return project
+
+
+def query(repo: Path, sql: str, *args) -> list[tuple]:
+    """Rows of `sql` on the repository's own MLflow store (mlflow.db), read-only."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{repo / 'mlflow.db'}?mode=ro", uri=True)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()

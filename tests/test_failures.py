@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from conftest import genbench, make_project, run, set_params, tool_env
+from conftest import genbench, make_project, query, run, set_params, tool_env
 
 from pipeline import tracking
 from pipeline.cli import main
@@ -345,27 +345,16 @@ QUALITY = ("bpd", "elbo_bpd", "fid", "kid_mean", "precision", "recall", "val_bpd
 
 
 def vae_runs(repo: Path) -> list[tuple[str, str]]:
-    con = sqlite3.connect(repo / "mlflow.db")
-    try:
-        return con.execute(
-            "select r.run_uuid, r.status from runs r join tags t on t.run_uuid = r.run_uuid "
-            "where t.key = 'model' and t.value = 'vae'"
-        ).fetchall()
-    finally:
-        con.close()
+    return query(
+        repo,
+        "select r.run_uuid, r.status from runs r join tags t on t.run_uuid = r.run_uuid "
+        "where t.key = 'model' and t.value = 'vae'",
+    )
 
 
 def loss_steps(repo: Path, run_id: str) -> list[int]:
-    con = sqlite3.connect(repo / "mlflow.db")
-    try:
-        rows = con.execute(
-            "select step from metrics where run_uuid = ? and key = 'train/model/loss' "
-            "order by step",
-            (run_id,),
-        ).fetchall()
-    finally:
-        con.close()
-    return [s for (s,) in rows]
+    sql = "select step from metrics where run_uuid = ? and key = 'train/model/loss' order by step"
+    return [s for (s,) in query(repo, sql, run_id)]
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import run, set_params
+from conftest import query, run, set_params
 
 from pipeline import tracking
 from pipeline.cli import main
@@ -40,14 +40,11 @@ METRIC_KEYS = {
 
 def runs_in_store(repo: Path) -> list[tuple[str, str]]:
     """(model tag, status) of every run in the repository's own MLflow store."""
-    con = sqlite3.connect(repo / "mlflow.db")
-    try:
-        return con.execute(
-            "select t.value, r.status from runs r join tags t on t.run_uuid = r.run_uuid "
-            "where t.key = 'model' order by r.start_time"
-        ).fetchall()
-    finally:
-        con.close()
+    return query(
+        repo,
+        "select t.value, r.status from runs r join tags t on t.run_uuid = r.run_uuid "
+        "where t.key = 'model' order by r.start_time",
+    )
 
 
 @pytest.mark.slow
