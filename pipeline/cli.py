@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import click
@@ -204,8 +205,8 @@ def _preflight(p, names: list[str], seeds: list[int]) -> None:
     tracking.check_store()
 
 
-def _queued_run_id(exp_name: str) -> str | None:
-    """The MLflow run an experiment of DVC's queue trained into (its committed run.json)."""
+def _experiment_run_id(exp_name: str) -> str | None:
+    """The MLflow run a `--temp` experiment trained into (its run.json, committed to its ref)."""
     from pipeline import stages
 
     refs = _git("for-each-ref", "--format=%(refname)", "refs/exps").splitlines()
@@ -227,7 +228,7 @@ def _queued_run_id(exp_name: str) -> str | None:
     "--jobs",
     default=None,
     type=click.IntRange(1, 64),
-    help="parallel experiments through DVC's queue (default: benchmark.jobs)",
+    help="experiments at once, each in a DVC temp copy (default: benchmark.jobs)",
 )
 @user_errors
 def benchmark(params_path: str, models: str | None, seeds: str | None, jobs: int | None) -> None:
@@ -272,7 +273,7 @@ def benchmark(params_path: str, models: str | None, seeds: str | None, jobs: int
             if jobs > 1:
                 t0 = time.perf_counter()
                 planned = _longest_first(p, planned)
-                timings.append(("cost probe (queue order)", time.perf_counter() - t0))
+                timings.append(("cost probe (order of experiments)", time.perf_counter() - t0))
             _run_experiments(planned, stamp, jobs, parent, timings)
             failed = _unfinished(dataset, parent, planned)
             tracking.finish(parent, "FAILED" if failed else "FINISHED")
@@ -304,8 +305,8 @@ def benchmark(params_path: str, models: str | None, seeds: str | None, jobs: int
 
 
 def _longest_first(p, planned: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    """The queue's order: longest experiments first (a few measured training steps x steps),
-    so no long one starts last and leaves the other workers idle while it runs alone."""
+    """The order of parallel runs: longest first (a few measured training steps x steps), so
+    no long experiment starts last and runs alone while the other workers are idle."""
     from gen.registry import model_class
     from pipeline.throughput import step_seconds
 
@@ -327,8 +328,9 @@ def _run_experiments(
     parent: str,
     timings: list[tuple[str, float]],
 ) -> None:
-    """The DVC experiments, one after another or through DVC's queue; each one's MLflow run
-    becomes a child of `parent` (also a run DVC found unchanged and did not rerun)."""
+    """The DVC experiments, one after another in the workspace, or `jobs` at a time each in a
+    temporary copy (`dvc exp run --temp`); each one's MLflow run becomes a child of `parent`
+    (also a run DVC found unchanged and did not rerun)."""
     from pipeline import stages
 
     if jobs == 1:
@@ -343,18 +345,41 @@ def _run_experiments(
             timings.append((label, time.perf_counter() - t0))
         return
     t0 = time.perf_counter()
-    for name, seed in planned:
-        exp = ["exp", "run", "evaluate", "--queue", "-S", f"model={name}", "-S", f"seed={seed}"]
-        if _dvc(*exp, "-n", f"{name}-s{seed}-{stamp}").returncode:
-            raise click.ClickException(f"could not queue the experiment of {name}-s{seed}")
-    timings.append((f"queueing {len(planned)} experiments", time.perf_counter() - t0))
-    t0 = time.perf_counter()
-    _dvc("exp", "run", "--run-all", "--jobs", str(jobs))
+    logs = Path(".dvc") / "tmp" / "genbench" / stamp
+    logs.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(jobs) as pool:
+        running = [pool.submit(_temp_experiment, m, s, stamp, logs) for m, s in planned]
+        for done in as_completed(running):
+            label, code, seconds, log = done.result()
+            status = "finished" if code == 0 else f"FAILED (exit {code}; log: {log})"
+            click.echo(f"==> {label} {status} in {seconds:.0f} s", err=True)
+            if code:
+                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                click.echo("\n".join(f"    {line}" for line in tail), err=True)
     timings.append((f"{len(planned)} experiments, {jobs} at a time", time.perf_counter() - t0))
     for name, seed in planned:
-        run_id = _queued_run_id(f"{name}-s{seed}-{stamp}")
+        run_id = _experiment_run_id(f"{name}-s{seed}-{stamp}")
         if run_id is not None and tracking.run_exists(run_id):
             tracking.adopt(run_id, parent)
+
+
+def _temp_experiment(name: str, seed: int, stamp: str, logs: Path) -> tuple[str, int, float, Path]:
+    """`dvc exp run --temp` of one (model, seed), its output in a log file. DVC's own queue is
+    not used: its workers share a file-system message broker that loses a worker to a read
+    race (a JSONDecodeError in kombu), after which the rest ran one at a time."""
+    label = f"{name}-s{seed}"
+    exp = ["exp", "run", "evaluate", "--temp", "-S", f"model={name}", "-S", f"seed={seed}"]
+    log = logs / f"{label}.log"
+    t0 = time.perf_counter()
+    for _attempt in range(2):  # once more if another experiment held DVC's lock
+        with log.open("w") as out:
+            cmd = [sys.executable, "-m", "dvc", *exp, "-n", f"{label}-{stamp}"]
+            code = subprocess.run(
+                cmd, env=_tool_env(), stdout=out, stderr=subprocess.STDOUT
+            ).returncode
+        if code == 0 or "lock" not in log.read_text(errors="replace").lower():
+            break
+    return label, code, time.perf_counter() - t0, log
 
 
 def _stage_table(dataset: str, parent: str, names: list[str]) -> list[str]:

@@ -87,7 +87,7 @@ class EvalSettings:
 class BenchmarkSettings:
     models: list[str] = field(default_factory=lambda: list(MODELS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # training seeds per model
-    jobs: int = 1  # parallel experiments (DVC's queue); jobs x train.threads = CPU cores
+    jobs: int = 1  # experiments at once (dvc exp run --temp); jobs x threads = cores
 
     def validate(self, section: str = "benchmark") -> None:
         require(len(self.models) > 0, f"{section}.models must name at least one model")
