@@ -125,6 +125,8 @@ def _client():
 
     uri = tracking_uri()
     check_store(uri)
+    # Per-file download bars from the report and the stages drown the output that matters.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Alembic's migration chatter on a new SQLite store is noise on every stage.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
