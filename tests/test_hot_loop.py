@@ -66,22 +66,14 @@ def test_read_backs_scale_with_log_points_not_steps(name, conversions):
 
 def test_logged_rows_are_the_means_of_the_steps_since_the_last_log():
     meta = METAS["17-levels"]
-    every: list[dict[str, float]] = []
-    train(
-        make("dcgan", meta, steps=4),
-        images(meta, 32),
-        log_every=1,
-        progress=False,
-        callback=lambda s, r: every.append(r),
-    )
-    pairs: list[dict[str, float]] = []
-    train(
-        make("dcgan", meta, steps=4),
-        images(meta, 32),
-        log_every=2,
-        progress=False,
-        callback=lambda s, r: pairs.append(r),
-    )
+
+    def logged(log_every: int) -> list[dict[str, float]]:
+        rows: list[dict[str, float]] = []
+        model, x = make("dcgan", meta, steps=4), images(meta, 32)
+        train(model, x, log_every=log_every, progress=False, callback=lambda s, r: rows.append(r))
+        return rows
+
+    every, pairs = logged(1), logged(2)
     assert len(every) == 4 and len(pairs) == 2
     for k in every[0]:
         for i, row in enumerate(pairs):
