@@ -10,6 +10,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import IO
 
 import click
 
@@ -162,8 +163,10 @@ def _tool_env() -> dict[str, str]:
     return env
 
 
-def _dvc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], env=_tool_env(), check=False)
+def _dvc(*args: str, log: IO | None = None) -> subprocess.CompletedProcess:
+    """`dvc ARGS` with this environment's tools; its output to `log` when given."""
+    out = {"stdout": log, "stderr": subprocess.STDOUT} if log is not None else {}
+    return subprocess.run([sys.executable, "-m", "dvc", *args], env=_tool_env(), check=False, **out)
 
 
 def _git(*args: str) -> str:
@@ -373,10 +376,7 @@ def _temp_experiment(name: str, seed: int, stamp: str, logs: Path) -> tuple[str,
     t0 = time.perf_counter()
     for _attempt in range(2):  # once more if another experiment held DVC's lock
         with log.open("w") as out:
-            cmd = [sys.executable, "-m", "dvc", *exp, "-n", f"{label}-{stamp}"]
-            code = subprocess.run(
-                cmd, env=_tool_env(), stdout=out, stderr=subprocess.STDOUT
-            ).returncode
+            code = _dvc(*exp, "-n", f"{label}-{stamp}", log=out).returncode
         if code == 0 or "lock" not in log.read_text(errors="replace").lower():
             break
     return label, code, time.perf_counter() - t0, log
