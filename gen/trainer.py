@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
-from gen.config import as_dict
+from gen import distributed
+from gen.config import ConfigError, as_dict
 from gen.data import DataMeta
 from gen.models.base import GenerativeModel
 
@@ -72,10 +74,21 @@ class Batches:
 
     The order is drawn on the CPU (the same batches on every device); a copy of it sits beside
     the data, so data held on the GPU is indexed there without a host-to-device copy per batch.
+    `shard` = (rank, processes): every rank draws the same order from `seed` and takes its own
+    contiguous slice of each batch, so together the ranks see exactly the global batch.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor | None, batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None,
+        batch_size: int,
+        seed: int,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
         self.x, self.y, self.batch_size = x, y, min(batch_size, len(x))
+        rank, world = shard
+        self._lo, self._hi = rank * self.batch_size // world, (rank + 1) * self.batch_size // world
         self.g = torch.Generator().manual_seed(seed)
         self._set_perm(torch.randperm(len(x), generator=self.g), 0)
 
@@ -86,7 +99,7 @@ class Batches:
     def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.pos + self.batch_size > len(self.x):
             self._set_perm(torch.randperm(len(self.x), generator=self.g), 0)
-        idx = self._perm_here[self.pos : self.pos + self.batch_size]
+        idx = self._perm_here[self.pos + self._lo : self.pos + self._hi]
         self.pos += self.batch_size
         return self.x[idx], (None if self.y is None else self.y[idx])
 
@@ -223,6 +236,10 @@ def train(
     checkpoint to be resumed, so an edited loss never continues weights trained by the old one.
     `validate()` runs every `val_every` steps and at the end, in eval mode; its figures go to
     the callback beside the training losses.
+
+    Inside a process group (torchrun, see `gen.distributed`) each rank trains its slice of
+    every global batch under DDP; every rank must get the same arguments. Logged losses are
+    means over ranks; only rank 0 runs `validate` and `callback` and writes `checkpoint`.
     """
     cfg = model.cfg
     device = torch.device(device)
@@ -241,21 +258,33 @@ def train(
         )
         for phase, params in groups.items()
     }
-    batches = Batches(train_x, train_y, cfg.batch_size, seed)
+    rank, world = distributed.rank_and_world()
+    batches = Batches(train_x, train_y, cfg.batch_size, seed, (rank, world))
+    if model.phases and batches.batch_size % world:
+        raise ConfigError(
+            f"{model.name}.batch_size={batches.batch_size} cannot be split evenly over "
+            f"{world} processes; make it a multiple of train.nproc={world}"
+        )
     # A model fitted in closed form (counting) consumes no batches: its img/s is n/a.
     result = TrainResult(steps=0, seconds=fit_seconds, images_seen=0)
     identity = run_identity(model, seed, provenance)
     on_cuda = device.type == "cuda"
 
+    if world > 1:  # rank 0 may have removed a stale checkpoint: all ranks decide after that
+        dist.barrier()
+    resumed: dict[str, Any] | None = None
     if checkpoint is not None and Path(checkpoint).exists():
         ckpt = load_checkpoint(checkpoint)
         if _same_run(ckpt, identity):
+            resumed = ckpt
             model.load_state_dict(ckpt["state_dict"])
             for phase, state in ckpt.get("optimisers", {}).items():
                 optimisers[phase].load_state_dict(state)
             batches.load_state(ckpt["batches"])
             torch.set_rng_state(ckpt["torch_rng"])
-            if on_cuda and torch.cuda.is_available():  # older checkpoints have no "cuda_rng"
+            # Older checkpoints have no "cuda_rng"; ranks restore their own (`set_rng`) and
+            # touch no other rank's GPU.
+            if on_cuda and torch.cuda.is_available() and world == 1:
                 for i, state in enumerate(ckpt.get("cuda_rng", [])[: torch.cuda.device_count()]):
                     torch.cuda.set_rng_state(state, i)
             result = TrainResult(
@@ -266,6 +295,10 @@ def train(
                 f"checkpoint '{checkpoint}' is another configuration; training from scratch",
                 stacklevel=2,
             )
+    loss_of: Callable[..., dict[str, torch.Tensor]] = model.loss
+    if world > 1 and model.phases:
+        distributed.set_rng(seed, result.steps, resumed, device)
+        loss_of = distributed.wrap(model, device)  # the same loss, gradients averaged over ranks
 
     def snapshot() -> dict[str, Any]:
         payload = {
@@ -279,8 +312,10 @@ def train(
             "batches": batches.state(),
             "torch_rng": torch.get_rng_state(),
         }
-        if on_cuda and torch.cuda.is_available():  # dropout / noise drawn on the GPU
+        if on_cuda and torch.cuda.is_available() and world == 1:  # noise drawn on the GPU
             payload["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if world > 1:  # a collective: every rank takes every snapshot, rank 0 writes it
+            payload.update(distributed.rng_states(device))
         return payload
 
     use_bf16 = precision == "bf16" or (precision == "auto" and on_cuda)
@@ -294,7 +329,7 @@ def train(
     bar = tqdm(
         total=cfg.steps,
         initial=result.steps,
-        disable=not show or steps_left <= 0,
+        disable=not show or steps_left <= 0 or rank > 0,
         desc=f"train {model.name}",
         dynamic_ncols=True,
         mininterval=0.5 if sys.stderr.isatty() else 30.0,  # logs get a line per 30 s, not a flood
@@ -316,13 +351,13 @@ def train(
             y = None if y is None else y.to(device, non_blocking=True)
             model.zero_grad(set_to_none=True)
             with autocast:
-                terms = model.loss(x, phase, y)
+                terms = loss_of(x, phase, y)
             terms["loss"].backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(groups[phase], cfg.grad_clip)
             optimisers[phase].step()
             if phase not in model.image_free_phases:
-                result.images_seen += len(x)
+                result.images_seen += len(x) * world
             key = (phase, tuple(terms))
             values = torch.stack([v.detach().reshape(()) for v in terms.values()])
             if key in running:
@@ -342,7 +377,10 @@ def train(
         if on_cuda:
             torch.cuda.synchronize(device)
         result.seconds += time.perf_counter() - t0
-        flat = iter(torch.cat(list(running.values())).tolist())  # this sync point's one read
+        sums = torch.cat(list(running.values()))
+        if world > 1:  # every rank logs, and checks for divergence, the same mean over ranks
+            distributed.all_mean(sums)
+        flat = iter(sums.tolist())  # this sync point's one read
         row: dict[str, float] = {}
         for phase, names in running:
             for name in names:
@@ -352,7 +390,7 @@ def train(
             if not math.isfinite(value):
                 raise _divergence(model.name, phase, value, checked + 1, result.steps)
         checked = result.steps
-        if validating:
+        if validating and rank == 0:
             model.eval()
             with torch.no_grad():
                 figures = validate()
@@ -363,17 +401,22 @@ def train(
         if logging:
             row = {k: v / count for k, v in row.items()}
             result.history.append({"step": result.steps, **row})
-            if callback is not None:
+            if callback is not None and rank == 0:
                 callback(result.steps, row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("loss")})
             running, count = {}, 0
         if saving:
-            save_checkpoint(Path(checkpoint), snapshot())
+            payload = snapshot()
+            if rank == 0:
+                save_checkpoint(Path(checkpoint), payload)
         t0 = time.perf_counter()
     bar.close()
     model.eval()
-    with torch.no_grad():
-        model.finish_training(train_x.to(device))
+    if rank == 0:  # the other ranks' copies of the model are not kept
+        with torch.no_grad():
+            model.finish_training(train_x.to(device))
     if checkpoint is not None:
-        save_checkpoint(Path(checkpoint), snapshot())
+        payload = snapshot()
+        if rank == 0:
+            save_checkpoint(Path(checkpoint), payload)
     return result

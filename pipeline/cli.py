@@ -134,7 +134,40 @@ def _add_stage(name: str, function: str, doc: str) -> None:
 
 
 for _name, (_function, _doc) in STAGES.items():
-    _add_stage(_name, _function, _doc)
+    if _name != "train":  # below: it also takes --nproc
+        _add_stage(_name, _function, _doc)
+
+
+@main.command("train", help=STAGES["train"][1])
+@params_option
+@click.option(
+    "--nproc",
+    default=None,
+    type=click.IntRange(1, 64),
+    help="processes training together (torchrun + DDP; default: train.nproc)",
+)
+@user_errors
+def train_command(params_path: str, nproc: int | None) -> None:
+    from gen import distributed
+    from pipeline import launch, stages
+
+    p = load_params(params_path)
+    if distributed.launched():  # a worker torchrun started: it knows how many there are
+        nproc = int(os.environ["WORLD_SIZE"])
+    if nproc is not None:
+        p.train.nproc = nproc
+        p.train.validate()
+    if p.train.nproc > 1:
+        p.check_nproc()
+        if not distributed.launched():  # start the workers: each runs this command again
+            try:
+                launch.torchrun(params_path, p.train.nproc, p.train.threads)
+            except launch.LaunchError as exc:
+                raise UserError(str(exc)) from None
+            return
+    result = stages.train_model(p)
+    if os.environ.get("RANK", "0") == "0":  # one result, rank 0's
+        _print(result)
 
 
 @main.command("report")

@@ -28,6 +28,9 @@ class TrainSettings:
     # fixed count makes results the same bytes on any machine; on small models one thread per
     # process is also the fastest (threads spin against each other on a busy machine).
     threads: int = 1
+    # Processes that train one model together (torchrun + DDP; one GPU each on CUDA): each
+    # takes an equal slice of every batch, so <model>.batch_size must be a multiple of it.
+    nproc: int = 1
 
     def validate(self, section: str = "train") -> None:
         require(
@@ -49,6 +52,27 @@ class TrainSettings:
         require(self.checkpoint_every > 0, f"{section}.checkpoint_every must be > 0")
         require(self.val_every > 0, f"{section}.val_every must be > 0")
         require(1 <= self.threads <= 256, f"{section}.threads={self.threads} must be in 1..256")
+        require(1 <= self.nproc <= 64, f"{section}.nproc={self.nproc} must be in 1..64")
+        if self.nproc > 1:
+            self._check_gpus(section)
+
+    def _check_gpus(self, section: str) -> None:
+        """Several processes on CUDA take one GPU each, cuda:0 to cuda:nproc-1."""
+        import torch
+
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if self.device == "cpu" or (self.device == "auto" and not have):
+            return
+        require(
+            ":" not in self.device,
+            f"{section}.device={self.device} names one GPU but {section}.nproc={self.nproc} "
+            "takes one per process; use cuda (pick GPUs with CUDA_VISIBLE_DEVICES)",
+        )
+        require(
+            self.nproc <= have,
+            f"{section}.nproc={self.nproc} but this machine has {have} CUDA device(s); "
+            f"lower it, or set {section}.device=cpu to train in CPU processes",
+        )
 
 
 MAX_SAMPLES = 200_000  # samples are held in memory; 50,000 is the usual FID count
@@ -114,6 +138,16 @@ class Params:
 
     def model_section(self, name: str | None = None) -> dict[str, Any]:
         return self.raw.get(name or self.model) or {}
+
+    def check_nproc(self) -> None:
+        """The model's batch splits evenly over train.nproc processes (before any start)."""
+        cfg = from_dict(model_class(self.model).Config, self.model, self.model_section())
+        n = self.train.nproc
+        require(
+            cfg.batch_size % n == 0,
+            f"{self.model}.batch_size={cfg.batch_size} cannot be split evenly over "
+            f"train.nproc={n} processes; make it a multiple of {n}",
+        )
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from gen import classifier as clf
+from gen import distributed
 from gen import evaluation as E
 from gen import metrics as M
 from gen.conditions import sampling_conditions, training_data
@@ -212,9 +213,17 @@ def _resumed_run(wip: Path, resumes_at: int | None) -> str | None:
 
 
 def train_model(p: Params) -> dict[str, Any]:
+    """Train `p.model`; under torchrun (`genbench train` with train.nproc > 1) this process is
+    one rank of a process group, and only rank 0 talks to MLflow and writes the outputs."""
+    if not distributed.launched():
+        return _train_model(p, pick_device(p.train.device))
+    with distributed.process_group(p.train.device) as device:
+        return _train_model(p, device)
+
+
+def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
     _threads(p)
     split = load_split(PREPARED)
-    device = pick_device(p.train.device)
     for folder in (RUNS, WIP):  # a path in the way fails here, before any run is made
         folder.mkdir(parents=True, exist_ok=True)
     seed_everything(p.seed)  # building a model draws its initial weights
@@ -223,6 +232,20 @@ def train_model(p: Params) -> dict[str, Any]:
     train_x, train_y = training_data(model, split)
     made_by = {"code": provenance.code_hash(), "data": provenance.split_hash(PREPARED)}
     wip = WIP / f"{p.model}.pt"
+    options: dict[str, Any] = {  # the same on every rank (see `gen.trainer.train`)
+        "seed": p.seed,
+        "device": device,
+        "checkpoint": wip,
+        "checkpoint_every": p.train.checkpoint_every,
+        "log_every": p.train.log_every,
+        "precision": p.train.precision,
+        "provenance": made_by,
+        "validate": _validation(model, split, p.eval.batch_size, device),
+        "val_every": p.train.val_every,
+    }
+    if distributed.rank_and_world()[0] > 0:  # trains in step with rank 0, which writes it all
+        train(model, train_x, train_y, **options)
+        return {}
     resumes_at = resume_step(wip, run_identity(model, p.seed, made_by))
     run_id = _resumed_run(wip, resumes_at)
     done: dict[str, int] = {}
@@ -248,21 +271,7 @@ def train_model(p: Params) -> dict[str, Any]:
         tracking.log_metrics(run_id, new, step)
 
     with tracking.failing(run_id):  # the wip checkpoint stays: the next attempt resumes from it
-        result = train(
-            model,
-            train_x,
-            train_y,
-            seed=p.seed,
-            device=device,
-            callback=log,
-            checkpoint=wip,
-            checkpoint_every=p.train.checkpoint_every,
-            log_every=p.train.log_every,
-            precision=p.train.precision,
-            provenance=made_by,
-            validate=_validation(model, split, p.eval.batch_size, device),
-            val_every=p.train.val_every,
-        )
+        result = train(model, train_x, train_y, callback=log, **options)
         shutil.copyfile(wip, CHECKPOINT)
         summary = {
             "train_seconds": result.seconds,
@@ -277,7 +286,10 @@ def train_model(p: Params) -> dict[str, Any]:
         tracking.log_metrics(run_id, summary, result.steps)
         # Unpaired translation normally sees no class labels; the report marks a run that did.
         labels = "yes" if model.uses_labels else "no"
-        tracking.set_tags(run_id, {"device": str(device), "class_labels": labels, **made_by})
+        tags = {"device": str(device), "class_labels": labels, **made_by}
+        if distributed.launched():
+            tags["nproc"] = str(distributed.rank_and_world()[1])
+        tracking.set_tags(run_id, tags)
     # Finished: nothing to resume, and a later run must not pick it up.
     for old in (wip, wip.with_suffix(".json")):
         old.unlink(missing_ok=True)

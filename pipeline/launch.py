@@ -1,0 +1,73 @@
+"""`genbench train` in several processes: torchrun runs the workers, a failure is one line."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+
+
+class LaunchError(RuntimeError):
+    """Training under torchrun failed: the message is one line for the user."""
+
+
+# Worker lines not passed on: DDP warns once per process when a step happens to use every
+# parameter, which `gen.distributed.wrap` expects (the flag is there for the steps that do not).
+NOISE = ("find_unused_parameters=True was specified in DDP constructor",)
+
+
+def _die_with_parent() -> None:
+    """Linux: torchrun gets SIGTERM when this process dies however it dies (a kill -9 too),
+    so no orphaned workers go on writing checkpoints beside the next attempt."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def torchrun(params_path: str, nproc: int, threads: int) -> None:
+    """Run `genbench train` as `nproc` processes under torchrun and wait for them.
+
+    Workers' output passes through as it comes (rank 0's result on stdout, its progress on
+    stderr). The first `Error:` line a worker prints is the user's error (every rank raises
+    the same one when training diverges); torchrun's own report of the failure that follows
+    it is not shown. Raises LaunchError when torchrun exits non-zero.
+    """
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # a local rendezvous on a free port
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "pipeline.cli",
+        "train",
+        "--params",
+        params_path,
+    ]
+    # torchrun would set OMP_NUM_THREADS=1 with a warning; each rank uses train.threads.
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    errors: list[str] = []
+    with subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_die_with_parent
+    ) as proc:
+        assert proc.stderr is not None
+        try:
+            for line in proc.stderr:
+                if line.startswith("Error: "):
+                    errors.append(line.removeprefix("Error: ").strip())
+                elif not errors and not any(n in line for n in NOISE):
+                    sys.stderr.write(line)
+                    sys.stderr.flush()
+        except BaseException:  # Ctrl-C or an error here: stop the workers, then say why
+            proc.terminate()
+            raise
+    if proc.returncode:
+        raise LaunchError(
+            errors[0]
+            if errors
+            else f"training in {nproc} processes failed (torchrun exited with "
+            f"{proc.returncode}); see the messages above"
+        )
