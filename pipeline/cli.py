@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from gen.domains import DomainError
 from gen.metrics import MetricError
 from gen.trainer import CheckpointError
 from pipeline import tracking
-from pipeline.errors import ReportError
+from pipeline.errors import ReportError, ServerError
 from pipeline.params import load_params
 from pipeline.tracking import TrackingError
 
@@ -35,6 +36,7 @@ USER_ERRORS = (
     FloatingPointError,  # training diverged: the message names the model and the step
     TrackingError,
     ReportError,
+    ServerError,
     # Paths in the way or not writable (`runs` a file, `--out` read-only), missing inputs.
     FileNotFoundError,
     FileExistsError,
@@ -177,7 +179,8 @@ def train_command(params_path: str, nproc: int | None) -> None:
     "--benchmark",
     "benchmark_run",
     default=None,
-    help="a benchmark's MLflow run id (default: the latest benchmark)",
+    help="a benchmark's name (all its parts, from any host, merged) or one MLflow run id "
+    "(default: the newest benchmark's name)",
 )
 @user_errors
 def report(params_path: str, out_dir: str, benchmark_run: str | None) -> None:
@@ -196,7 +199,7 @@ def _tool_env() -> dict[str, str]:
     return env
 
 
-def _dvc(*args: str, log: IO | None = None) -> subprocess.CompletedProcess:
+def _dvc(*args: str, log: IO | int | None = None) -> subprocess.CompletedProcess:
     """`dvc ARGS` with this environment's tools; its output to `log` when given."""
     out = {"stdout": log, "stderr": subprocess.STDOUT} if log is not None else {}
     return subprocess.run([sys.executable, "-m", "dvc", *args], env=_tool_env(), check=False, **out)
@@ -241,6 +244,9 @@ def _preflight(p, names: list[str], seeds: list[int]) -> None:
     tracking.check_store()
 
 
+BENCHMARK_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")  # safe in MLflow filters and file names
+
+
 def _experiment_run_id(exp_name: str) -> str | None:
     """The MLflow run a `--temp` experiment trained into (its run.json, committed to its ref)."""
     from pipeline import stages
@@ -266,10 +272,19 @@ def _experiment_run_id(exp_name: str) -> str | None:
     type=click.IntRange(1, 64),
     help="experiments at once, each in a DVC temp copy (default: benchmark.jobs)",
 )
+@click.option(
+    "--name",
+    default=None,
+    help="the benchmark's name: hosts that run parts of one benchmark against one tracking "
+    "server use the same name, and the report merges them (default: benchmark-<time>)",
+)
 @user_errors
-def benchmark(params_path: str, models: str | None, seeds: str | None, jobs: int | None) -> None:
+def benchmark(
+    params_path: str, models: str | None, seeds: str | None, jobs: int | None, name: str | None
+) -> None:
     """One DVC experiment per (model, seed) (`dvc exp run -S model=NAME -S seed=S`) as child
-    runs of one MLflow benchmark run, the `data` row, then the report."""
+    runs of one MLflow benchmark run, the `data` row, then the report (of every part of the
+    benchmark's name finished so far)."""
     from pipeline import provenance, stages
     from pipeline.report import build_report
 
@@ -278,10 +293,15 @@ def benchmark(params_path: str, models: str | None, seeds: str | None, jobs: int
     names = names or list(p.benchmark.models)
     seed_list = _int_list(seeds) or list(p.benchmark.seeds)
     jobs = jobs or p.benchmark.jobs
+    if name is not None and not BENCHMARK_NAME.fullmatch(name):
+        raise UserError(
+            f"--name={name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-'"
+        )
     _preflight(p, names, seed_list)
     path = Path(params_path)
     original = path.read_text()
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = name or f"benchmark-{stamp}"
     dataset = dataset_id(p.data)
     timings: list[tuple[str, float]] = []
     planned = [(m, s) for s in seed_list for m in names]
@@ -302,7 +322,7 @@ def benchmark(params_path: str, models: str | None, seeds: str | None, jobs: int
                 raise click.ClickException("scoring the data row failed")
         timings.append(("data + classifier + data row", time.perf_counter() - t0))
         settings = {"models": ",".join(names), "seeds": ",".join(map(str, seed_list))}
-        parent = tracking.start_benchmark(dataset, f"benchmark-{stamp}", settings)
+        parent = tracking.start_benchmark(dataset, name, settings)
         tracking.set_tags(parent, fp)
         os.environ[tracking.PARENT_ENV] = parent
         with tracking.failing(parent):
@@ -310,7 +330,8 @@ def benchmark(params_path: str, models: str | None, seeds: str | None, jobs: int
                 t0 = time.perf_counter()
                 planned = _longest_first(p, planned)
                 timings.append(("cost probe (order of experiments)", time.perf_counter() - t0))
-            _run_experiments(planned, stamp, jobs, parent, timings)
+            _run_experiments(planned, stamp, jobs, parent, name, timings)
+            _apply_params_model(p, planned, stamp)
             failed = _unfinished(dataset, parent, planned)
             tracking.finish(parent, "FAILED" if failed else "FINISHED")
     finally:
@@ -319,7 +340,7 @@ def benchmark(params_path: str, models: str | None, seeds: str | None, jobs: int
             path.write_text(original)  # `dvc exp run -S` edits params.yaml in the workspace
     t0 = time.perf_counter()
     try:
-        md, page = build_report(dataset, Path("reports"), names, parent)
+        md, page = build_report(dataset, Path("reports"), names, name)
     except ReportError as exc:
         if not failed:
             raise
@@ -362,6 +383,7 @@ def _run_experiments(
     stamp: str,
     jobs: int,
     parent: str,
+    bench_name: str,
     timings: list[tuple[str, float]],
 ) -> None:
     """The DVC experiments, one after another in the workspace, or `jobs` at a time each in a
@@ -377,7 +399,7 @@ def _run_experiments(
             exp = ["exp", "run", "evaluate", "-S", f"model={name}", "-S", f"seed={seed}"]
             if _dvc(*exp, "-n", f"{label}-{stamp}").returncode == 0:
                 info = json.loads(stages.RUN_INFO.read_text())
-                tracking.adopt(info["run_id"], parent)
+                tracking.adopt(info["run_id"], parent, bench_name)
             timings.append((label, time.perf_counter() - t0))
         return
     t0 = time.perf_counter()
@@ -396,7 +418,41 @@ def _run_experiments(
     for name, seed in planned:
         run_id = _experiment_run_id(f"{name}-s{seed}-{stamp}")
         if run_id is not None and tracking.run_exists(run_id):
-            tracking.adopt(run_id, parent)
+            tracking.adopt(run_id, parent, bench_name)
+
+
+# What a benchmark itself writes in the workspace: `dvc exp apply` may replace these.
+BENCHMARK_OUTPUTS = ("metrics.json", "dvc.lock", "params.yaml", "runs/", "reports/", "data/")
+
+
+def foreign_changes(changed: list[str]) -> list[str]:
+    """Uncommitted changes that are not a benchmark's own outputs (the user's work)."""
+    return [c for c in changed if not c.startswith(BENCHMARK_OUTPUTS)]
+
+
+def _apply_params_model(p, planned: list[tuple[str, int]], stamp: str) -> None:
+    """Leave the workspace holding the experiment of the model and seed params.yaml names
+    (`dvc exp apply`), so its metrics.json, run.json and dvc.lock belong to that model and
+    `dvc exp show` pairs it with its own figures (not those of whichever ran last). Skipped
+    when other files have uncommitted changes: `dvc exp apply` would overwrite them."""
+    exp = f"{p.model}-s{p.seed}-{stamp}"
+    if (p.model, p.seed) not in planned:
+        click.echo(
+            f"note: params.yaml names {p.model} seed {p.seed}, which this benchmark did not "
+            "run; metrics.json was left as it was",
+            err=True,
+        )
+        return
+    others = foreign_changes(_git("diff", "--name-only", "HEAD").splitlines())
+    if others:
+        click.echo(
+            f"note: not applying {exp} to the workspace, which has uncommitted changes in "
+            f"{', '.join(others[:5])}; `dvc exp apply {exp}` does it (and overwrites them)",
+            err=True,
+        )
+        return
+    if _dvc("exp", "apply", exp, log=subprocess.DEVNULL).returncode:
+        click.echo(f"note: `dvc exp apply {exp}` failed; metrics.json was left as it was", err=True)
 
 
 def _temp_experiment(name: str, seed: int, stamp: str, logs: Path) -> tuple[str, int, float, Path]:
@@ -443,6 +499,63 @@ def _unfinished(dataset: str, parent: str, planned: list[tuple[str, int]]) -> li
     if not runs.empty:
         done = {(m, str(s)) for m, s in zip(runs["tags.model"], runs["tags.seed"], strict=True)}
     return [f"{m}-s{s}" for m, s in planned if (m, str(s)) not in done]
+
+
+@main.command("tracking-server", context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--data",
+    default="tracking-server",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="folder of the server's PostgreSQL cluster and artifacts",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 to serve other hosts")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--backend-store-uri",
+    default=None,
+    help="an existing PostgreSQL (postgresql://USER:PASSWORD@HOST/DB) instead of the bundled one",
+)
+@click.argument("mlflow_args", nargs=-1, type=click.UNPROCESSED)
+@user_errors
+def tracking_server(
+    data: str, host: str, port: int, backend_store_uri: str | None, mlflow_args: tuple[str, ...]
+) -> None:
+    """Run a shared MLflow tracking server on PostgreSQL that proxies artifacts, until Ctrl-C.
+    Clients set MLFLOW_TRACKING_URI=http://HOST:PORT; arguments after `--` go to `mlflow server`
+    (for example `-- --allowed-hosts myhost:5000`)."""
+    from pipeline.server import serve
+
+    def ready(url: str) -> None:
+        click.echo(f"tracking server ready: export MLFLOW_TRACKING_URI={url}", err=True)
+
+    code = serve(Path(data), host, port, backend_store_uri, mlflow_args, on_ready=ready)
+    if code not in (0, -15, -2):  # stopped by Ctrl-C or SIGTERM is a normal end
+        raise ServerError(f"mlflow server exited with code {code}")
+
+
+@main.command("copy-runs")
+@params_option
+@click.option(
+    "--from",
+    "source",
+    default="sqlite:///mlflow.db",
+    show_default=True,
+    help="the store to copy from (a relative sqlite path is taken from the repository root)",
+)
+@click.option("--experiment", default=None, help="default: the data set of params.yaml")
+@user_errors
+def copy_runs(params_path: str, source: str, experiment: str | None) -> None:
+    """Copy a store's runs (params, metric histories, tags, artifacts, logged models, datasets)
+    into MLFLOW_TRACKING_URI, say a shared tracking server. Runs copied before are skipped."""
+    p = load_params(params_path)
+    source, target = tracking.resolve_uri(source), tracking.tracking_uri()
+    if source == target:
+        raise UserError(f"--from={source} is the current store: set MLFLOW_TRACKING_URI first")
+    if source.startswith("sqlite:///") and not Path(source[len("sqlite:///") :]).exists():
+        raise UserError(f"--from={source}: no such SQLite store")
+    done = tracking.copy_runs(source, experiment or dataset_id(p.data), echo=click.echo)
+    click.echo(f"{len(done)} runs of {source} are in {target}")
 
 
 @main.command("throughput")

@@ -3,3 +3,7 @@
 
 class ReportError(RuntimeError):
     """Nothing to report from (no such benchmark, no finished runs), or a report not written."""
+
+
+class ServerError(RuntimeError):
+    """The tracking server (or its PostgreSQL) could not be started or did not answer."""

@@ -110,6 +110,7 @@ class Collected:
     benchmark: dict[str, str] = field(default_factory=dict)  # name, run id, status
     excluded: list[str] = field(default_factory=list)  # runs of another protocol
     failed: list[str] = field(default_factory=list)  # (model, seed) runs that did not finish
+    pending: list[str] = field(default_factory=list)  # planned by a benchmark part still running
 
 
 def _value(r: pd.Series, column: str) -> Any:
@@ -156,62 +157,98 @@ def _reference(dataset: str, protocol: str) -> tuple[dict[str, dict[str, list[fl
     return out, run_id
 
 
-def _planned(parent: pd.Series | None) -> list[str]:
+def _planned(parent: pd.Series) -> list[str]:
     """The (model, seed) labels a benchmark set out to run (its `models` and `seeds` params)."""
-    if parent is None:
-        return []
     models, seeds = parent.get("params.models"), parent.get("params.seeds")
     if not isinstance(models, str) or not isinstance(seeds, str):
         return []
     return [f"{m}-s{s}" for s in seeds.split(",") for m in models.split(",") if m and s]
 
 
-def collect(dataset: str, benchmark_run: str | None = None) -> Collected:
-    """The runs of benchmark `benchmark_run` (default: the latest benchmark; without any, every
-    finished run), latest per (model, seed), of the benchmark's protocol."""
+def _benchmark_parents(dataset: str, benchmark: str | None) -> pd.DataFrame:
+    """The parent runs a report is built from, newest first: the one whose run id is
+    `benchmark`, else every part of the benchmark named `benchmark` (one per host that ran
+    some of its models), else every part of the newest benchmark's name."""
+    parents = tracking.benchmarks(dataset)
+    if parents.empty:
+        if benchmark is not None:
+            raise ReportError(f"no benchmark run or name '{benchmark}' in data set '{dataset}'")
+        return parents
+    names = parents[f"tags.{tracking.BENCHMARK_TAG}"]
+    if benchmark is not None and (parents.run_id == benchmark).any():
+        return parents[parents.run_id == benchmark]
+    if benchmark is None:
+        benchmark = str(names.iloc[0])
+    match = parents[names == benchmark]
+    if match.empty:
+        raise ReportError(f"no benchmark run or name '{benchmark}' in data set '{dataset}'")
+    return match
+
+
+def _common_protocol(df: pd.DataFrame, parents: pd.DataFrame) -> str:
+    """The fingerprint of a report's tables: its benchmark's; where parts of a benchmark (on
+    hosts with, say, another torch) differ, the one most finished runs have (ties: the newest
+    part's); without a benchmark, the newest run's. Runs of any other are listed, never mixed."""
+    tags = [str(t) for t in parents.get("tags.protocol", pd.Series(dtype=str)).dropna() if t]
+    candidates = list(dict.fromkeys(tags))
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else str(df.iloc[0].protocol)
+    counts = df.protocol.value_counts()
+    return max(candidates, key=lambda t: int(counts.get(t, 0)))  # max keeps the first of ties
+
+
+def collect(dataset: str, benchmark: str | None = None) -> Collected:
+    """The runs of one benchmark (a run id or a name; default: the newest benchmark's name),
+    merged over its parts, latest per (model, seed), of one protocol; without any benchmark,
+    every finished run."""
     if not tracking.store_exists():  # reading must not create an empty store
         raise ReportError(
             f"no MLflow store at {tracking.tracking_uri()}: nothing has been tracked here yet; "
             "run `genbench benchmark` first (the report was left as it was)"
         )
     bench: dict[str, str] = {}
-    parents = tracking.benchmarks(dataset)
-    if benchmark_run is not None:
-        match = parents[parents.run_id == benchmark_run] if not parents.empty else parents
-        if match.empty:
-            raise ReportError(f"no benchmark run '{benchmark_run}' in data set '{dataset}'")
-        parent = match.iloc[0]
-    else:
-        parent = parents.iloc[0] if not parents.empty else None
-    if parent is not None:
+    parents = _benchmark_parents(dataset, benchmark)
+    planned: list[str] = []
+    pending: list[str] = []  # planned by a part still running (on another host, say)
+    if not parents.empty:
+        statuses = [str(s) for s in parents.status]
         bench = {
-            "name": str(parent.get(f"tags.{tracking.BENCHMARK_TAG}")),
-            "run_id": parent["run_id"],
-            "status": str(parent["status"]),
+            "name": str(parents.iloc[0].get(f"tags.{tracking.BENCHMARK_TAG}")),
+            "run_id": ", ".join(r[:8] for r in parents.run_id),
+            "status": "running"
+            if "RUNNING" in statuses
+            else ("finished" if set(statuses) == {"FINISHED"} else "failed"),
+            "parts": str(len(parents)),
         }
-        runs = tracking.search(
-            dataset, f"tags.mlflow.parentRunId = '{parent['run_id']}'", finished=False
-        )
+        for _, parent in parents.iterrows():
+            (pending if parent.status == "RUNNING" else planned).extend(_planned(parent))
+        parts = [
+            tracking.search(dataset, f"tags.mlflow.parentRunId = '{r}'", finished=False)
+            for r in parents.run_id
+        ]
+        parts = [r for r in parts if not r.empty]
+        runs = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        if not runs.empty:
+            runs = runs.sort_values("start_time", ascending=False, kind="stable")
     else:
         runs = tracking.search(dataset, f"tags.model != '{DATA}'", finished=False)
         runs = (
             runs[runs.get("tags.model", pd.Series(dtype=str)).notna()] if not runs.empty else runs
         )
     if runs.empty:
-        return Collected(pd.DataFrame(), {}, {}, bench, failed=_planned(parent))
+        return Collected(pd.DataFrame(), {}, {}, bench, failed=planned, pending=pending)
     df = _rows(runs)
     df = df[df.model != DATA]
     finished = df[df.status == "FINISHED"]
     done = {f"{m}-s{s}" for m, s in zip(finished.model, finished.seed, strict=True)}
-    failed = [f"{m}-s{s}" for m, s in zip(df.model, df.seed, strict=True)]
-    failed += _planned(parent)  # experiments that failed before their run was made
-    failed = [f for f in dict.fromkeys(failed) if f not in done]
+    tried = [f"{m}-s{s}" for m, s, st in zip(df.model, df.seed, df.status, strict=True)]
+    unfinished = [t for t in dict.fromkeys(tried + planned + pending) if t not in done]
+    failed = [t for t in unfinished if t not in pending]
+    pending = [t for t in unfinished if t in pending]
     df = finished
     if df.empty:
-        return Collected(df, {}, {}, bench, failed=failed)
-    # One fingerprint per table: the benchmark's, else the newest run's.
-    want = str(parent.get("tags.protocol") or "") if parent is not None else ""
-    want = want or str(df.iloc[0].protocol)
+        return Collected(df, {}, {}, bench, failed=failed, pending=pending)
+    want = _common_protocol(df, parents)
     excluded = [
         f"{r.model}-s{r.seed} ({r.run_id[:8]}, protocol {r.protocol or 'none'})"
         for _, r in df[df.protocol != want].iterrows()
@@ -225,7 +262,7 @@ def collect(dataset: str, benchmark_run: str | None = None) -> Collected:
     if not df.empty:
         tags = tracking.run_tags(df.iloc[0].run_id)
         protocol.update({k: v for k, v in tags.items() if k.startswith("protocol.")})
-    return Collected(df, reference, protocol, bench, excluded, failed)
+    return Collected(df, reference, protocol, bench, excluded, failed, pending)
 
 
 def _order(df: pd.DataFrame, models: list[str] | None) -> list[str]:
@@ -624,10 +661,15 @@ def _header(c: Collected) -> list[str]:
     seeds = sorted({str(s) for s in df.seed}, key=lambda s: (len(s), s))
     lines = []
     if c.benchmark:
+        b = c.benchmark
+        runs = (
+            f"MLflow run {b['run_id']}"
+            if b["parts"] == "1"
+            else (f"{b['parts']} parts merged by name, MLflow runs {b['run_id']}")
+        )
         lines.append(
-            f"Benchmark `{c.benchmark['name']}` (MLflow run {c.benchmark['run_id'][:8]}, "
-            f"{c.benchmark['status'].lower()}): {df.model.nunique()} models x training seeds "
-            f"{', '.join(seeds)}; commit(s) {', '.join(sorted(set(df.commit)))}."
+            f"Benchmark `{b['name']}` ({runs}, {b['status']}): {df.model.nunique()} models x "
+            f"training seeds {', '.join(seeds)}; commit(s) {', '.join(sorted(set(df.commit)))}."
         )
     lines.append(
         f"Protocol `{p.get('protocol', 'n/a')}`: data {p.get('protocol.data', 'n/a')}, split "
@@ -656,6 +698,11 @@ def _header(c: Collected) -> list[str]:
         lines.append(f"Kept out (another protocol fingerprint): {', '.join(c.excluded)}.")
     if c.failed:
         lines.append(f"Did not finish (not in the tables): {', '.join(c.failed)}.")
+    if c.pending:
+        lines.append(
+            f"Still running in a part of this benchmark (not in the tables yet): "
+            f"{', '.join(c.pending)}."
+        )
     return lines
 
 

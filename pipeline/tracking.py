@@ -7,6 +7,7 @@ copy under `.dvc/tmp/exps/` (which is deleted afterwards), so no run is ever los
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -48,13 +49,16 @@ def tracking_uri() -> str:
     A relative SQLite path is taken from the main repository too, so a stage that DVC runs in
     a temporary copy writes to the same store as the workspace."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
-    if not env:
-        return f"sqlite:///{repo_root() / 'mlflow.db'}"
-    if env.startswith("sqlite:///") and not env.startswith("sqlite:////"):
-        path = env[len("sqlite:///") :]
+    return resolve_uri(env) if env else f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def resolve_uri(uri: str) -> str:
+    """`uri` with a relative SQLite path taken from the main repository."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = uri[len("sqlite:///") :]
         if path and path != ":memory:":
             return f"sqlite:///{repo_root() / path}"
-    return env
+    return uri
 
 
 _checked: set[str] = set()
@@ -196,6 +200,7 @@ def _create_run(dataset: str, tags: dict[str, str], params: dict[str, Any]) -> s
 
 PARENT_ENV = "GENBENCH_BENCHMARK_RUN"  # set by `genbench benchmark` for its experiments
 BENCHMARK_TAG = "genbench.benchmark"  # on a benchmark's parent run: its name
+BENCHMARK_NAME_TAG = "genbench.benchmark_name"  # on its child runs: the same name
 
 
 def start_run(
@@ -296,7 +301,7 @@ def log_dataset(run_id: str, name: str, digest: str, source: str, profile: dict)
     _client().log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[context])])
 
 
-def log_model(run_id: str, model: Any) -> str:
+def log_model(run_id: str, model: Any, name: str = "model") -> str:
     """The trained model as an MLflow model of run `run_id`, so that
     `mlflow.pytorch.load_model("runs:/<run_id>/model").sample(16)` works in a fresh process
     (with genbench installed: the model's classes come from it). Returns the model id."""
@@ -313,7 +318,7 @@ def log_model(run_id: str, model: Any) -> str:
         # not through `forward` on an example input.
         info = mlflow.pytorch.log_model(
             copy.deepcopy(model).cpu().eval(),
-            name="model",
+            name=name,
             pip_requirements=requirements,
             serialization_format="pickle",
         )
@@ -352,6 +357,7 @@ def start_benchmark(dataset: str, name: str, params: dict[str, Any]) -> str:
     """The parent run of one `genbench benchmark`: the MLflow UI shows it as one thing."""
     tags = {
         BENCHMARK_TAG: name,
+        "host": socket.gethostname(),
         "dataset": dataset,
         "git_commit": git_commit() or "",
         "mlflow.runName": name,
@@ -359,11 +365,15 @@ def start_benchmark(dataset: str, name: str, params: dict[str, Any]) -> str:
     return _create_run(dataset, tags, params)
 
 
-def adopt(run_id: str, parent: str) -> None:
-    """Make `run_id` a child of benchmark `parent` (a run DVC's cache handed back unchanged)."""
+def adopt(run_id: str, parent: str, name: str) -> None:
+    """Make `run_id` a child of benchmark `parent` (also a run DVC's cache handed back
+    unchanged) and tag it with the benchmark's name, which the parts run on other hosts share."""
     client = _client()
-    if client.get_run(run_id).data.tags.get("mlflow.parentRunId") != parent:
+    tags = client.get_run(run_id).data.tags
+    if tags.get("mlflow.parentRunId") != parent:
         client.set_tag(run_id, "mlflow.parentRunId", parent)
+    if tags.get(BENCHMARK_NAME_TAG) != name:
+        client.set_tag(run_id, BENCHMARK_NAME_TAG, name)
 
 
 def search(dataset: str, filter_string: str = "", finished: bool = True):
@@ -415,3 +425,69 @@ def download_artifact(run_id: str, path: str, dst: Path) -> Path | None:
         )
     except Exception:
         return None
+
+
+COPIED_TAG = "genbench.copied_from"  # on a copied run: its run id in the store it came from
+
+
+def copy_runs(source: str, experiment: str, echo=print) -> dict[str, str]:
+    """Copy every run of `experiment` from the store at URI `source` into the current store
+    (`tracking_uri()`, say a tracking server): params, tags, every metric's full history,
+    dataset inputs, artifacts, the logged model, status and times; benchmark parents first, so
+    children point at their parent's new id. Runs copied before (tagged with their source id)
+    are skipped, so a second call copies only what is new. Returns source id -> new id."""
+    import tempfile
+
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    check_store(source)
+    src, dst = MlflowClient(source), _client()
+    exp = src.get_experiment_by_name(experiment)
+    if exp is None:
+        raise TrackingError(f"no experiment '{experiment}' in {source}")
+    target = experiment_id(experiment)
+    runs = src.search_runs([exp.experiment_id], max_results=50_000)
+    runs = sorted(runs, key=lambda r: ("mlflow.parentRunId" in r.data.tags, r.info.start_time))
+    done = {
+        r.data.tags[COPIED_TAG]: r.info.run_id
+        for r in dst.search_runs([target], f"tags.`{COPIED_TAG}` != ''", max_results=50_000)
+    }
+    for run in runs:
+        old = run.info.run_id
+        if old in done:
+            continue
+        tags = {k: v for k, v in run.data.tags.items() if k != "mlflow.parentRunId"}
+        parent = done.get(run.data.tags.get("mlflow.parentRunId", ""))
+        tags.update({COPIED_TAG: old, **({"mlflow.parentRunId": parent} if parent else {})})
+        new = dst.create_run(target, start_time=run.info.start_time, tags=tags).info.run_id
+        params = [Param(k, v) for k, v in run.data.params.items()]
+        for i in range(0, len(params), 100):
+            dst.log_batch(new, params=params[i : i + 100])
+        history = [
+            Metric(m.key, m.value, m.timestamp, m.step)
+            for key in run.data.metrics
+            for m in src.get_metric_history(old, key)
+        ]
+        for i in range(0, len(history), 1000):
+            dst.log_batch(new, metrics=history[i : i + 1000])
+        if run.inputs and run.inputs.dataset_inputs:
+            dst.log_inputs(new, datasets=list(run.inputs.dataset_inputs))
+        with tempfile.TemporaryDirectory() as tmp:
+            if src.list_artifacts(old):
+                dst.log_artifacts(new, src.download_artifacts(old, "", tmp))
+        for logged in src.search_logged_models(
+            [exp.experiment_id], filter_string=f"source_run_id = '{old}'"
+        ):
+            with tempfile.TemporaryDirectory() as tmp:
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=logged.artifact_location, dst_path=tmp, tracking_uri=source
+                )
+                model = mlflow.pytorch.load_model(local)
+            log_model(new, model, name=logged.name)
+        dst.set_terminated(new, status=run.info.status, end_time=run.info.end_time)
+        done[old] = new
+        echo(f"copied {run.info.run_name or old} ({old[:8]} -> {new[:8]})")
+    return done

@@ -80,7 +80,12 @@ def test_dvc_repro_then_exp_run_trains_evaluates_tracks_and_reports(project: Pat
 
 @pytest.mark.slow
 def test_benchmark_runs_one_experiment_per_model_and_seed_under_one_parent_run(project: Path):
-    set_params(project, benchmark={"models": ["baseline", "vae"], "seeds": [0, 1], "jobs": 1})
+    set_params(
+        project,
+        model="baseline",
+        seed=0,
+        benchmark={"models": ["baseline", "vae"], "seeds": [0, 1], "jobs": 1},
+    )
     run(["git", "commit", "-qam", "two models"], project)
     before = (project / "params.yaml").read_text()
     out = run(["genbench", "benchmark"], project).stderr
@@ -97,6 +102,10 @@ def test_benchmark_runs_one_experiment_per_model_and_seed_under_one_parent_run(p
     ).fetchall()
     con.close()
     assert parents == [(4,)]  # one benchmark run with a child per (model, seed)
+    # The workspace holds the results of the model and seed params.yaml names (baseline,
+    # seed 0), not those of the experiment that ran last (vae, seed 1).
+    assert json.loads((project / "metrics.json").read_text())["model"] == "baseline"
+    assert json.loads((project / "runs" / "run.json").read_text())["seed"] == 0
 
     # DVC's own view: `dvc plots show` draws every model's curves from the report.
     assert (project / "reports" / "curves" / "vae.model-loss.csv").exists()
@@ -221,3 +230,15 @@ def test_throughput_command_names_a_device_it_cannot_use(monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     result = CliRunner().invoke(main, ["throughput", "--models", "vae", "--device", "cuda:7"])
     assert result.exit_code == 2 and result.output.startswith("Error: --device=cuda:7")
+
+
+def test_a_benchmark_applies_its_params_model_only_over_its_own_outputs():
+    from pipeline.cli import foreign_changes
+
+    own = ["metrics.json", "dvc.lock", "params.yaml", "runs/run.json", "reports/benchmark.md"]
+    assert foreign_changes(own) == []
+    # The user's uncommitted work would be overwritten by `dvc exp apply`: it is named.
+    assert foreign_changes([*own, "gen/models/vae.py", "README.md"]) == [
+        "gen/models/vae.py",
+        "README.md",
+    ]

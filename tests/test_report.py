@@ -152,7 +152,7 @@ def test_the_report_is_of_the_latest_benchmark_or_the_one_asked_for(store: Path,
     finished_run("dcgan", "adversarial", {"fid": 5.0}, store)
     assert list(report.collect("digits").runs.model) == ["dcgan"]
     assert list(report.collect("digits", first).runs.model) == ["vae"]
-    with pytest.raises(report.ReportError, match="no benchmark run 'nope'"):
+    with pytest.raises(report.ReportError, match="no benchmark run or name 'nope'"):
         report.collect("digits", "nope")
 
 
@@ -187,6 +187,7 @@ def test_an_experiment_that_failed_before_making_a_run_is_listed_as_failed(
     parent = tracking.start_benchmark("digits", "b", {"models": "vae,dcgan", "seeds": "0"})
     monkeypatch.setenv(tracking.PARENT_ENV, parent)
     finished_run("vae", "latent-variable", {"bpd": 2.1}, store)
+    tracking.finish(parent, "FAILED")  # as `genbench benchmark` does before its report
     md, page = report.build_report("digits", store / "reports", ["vae", "dcgan"], parent)
     assert "Did not finish (not in the tables): dcgan-s0." in md.read_text()
     assert "dcgan-s0" in page.read_text()
@@ -251,3 +252,64 @@ def test_sample_stage_draws_the_figures_a_model_is_capable_of(
     made = model_figures(model, digits, tmp_path, seed=0)
     assert {p.name for p in made} == expected
     assert all(p.stat().st_size > 0 for p in made)
+
+
+def benchmark_part(name: str, models: str, protocol: str, monkeypatch) -> str:
+    """One host's part of benchmark `name`: a parent run (planned `models` x seed 0)."""
+    parent = tracking.start_benchmark("digits", name, {"models": models, "seeds": "0"})
+    tracking.set_tags(parent, {"protocol": protocol})
+    monkeypatch.setenv(tracking.PARENT_ENV, parent)
+    return parent
+
+
+def test_parts_of_one_named_benchmark_merge_into_one_report(store: Path, monkeypatch):
+    a = benchmark_part("nightly", "dcgan", PROTOCOL, monkeypatch)
+    finished_run("dcgan", "adversarial", {"fid": 20.0}, store)
+    tracking.finish(a)
+    b = benchmark_part("nightly", "gan,vae", PROTOCOL, monkeypatch)
+    finished_run("gan", "adversarial", {"fid": 30.0}, store)
+    tracking.finish(b)
+    other = benchmark_part("other", "infogan", PROTOCOL, monkeypatch)
+    finished_run("infogan", "adversarial", {"fid": 5.0}, store)
+    tracking.finish(other)
+    md, _ = report.build_report("digits", store / "reports", benchmark_run="nightly")
+    text = md.read_text()
+    assert "| dcgan |" in text and "| gan |" in text and "| infogan |" not in text
+    assert "Benchmark `nightly` (2 parts merged by name" in text
+    assert "Did not finish (not in the tables): vae-s0" in text  # planned by part b, never run
+    # One run id still means that one part only.
+    md, _ = report.build_report("digits", store / "reports", benchmark_run=a)
+    assert "| dcgan |" in md.read_text() and "| gan |" not in md.read_text()
+    # Without a name: the newest benchmark's name.
+    md, _ = report.build_report("digits", store / "reports")
+    assert "| infogan |" in md.read_text() and "| dcgan |" not in md.read_text()
+
+
+def test_a_part_of_another_protocol_is_listed_not_mixed(store: Path, monkeypatch):
+    a = benchmark_part("nightly", "dcgan,gan", PROTOCOL, monkeypatch)
+    finished_run("dcgan", "adversarial", {"fid": 20.0}, store)
+    finished_run("gan", "adversarial", {"fid": 30.0}, store)
+    tracking.finish(a)
+    b = benchmark_part("nightly", "vae", "p2", monkeypatch)  # a host with another torch, say
+    finished_run("vae", "latent-variable", {"fid": 40.0}, store, protocol="p2")
+    tracking.finish(b)
+    text = report.build_report("digits", store / "reports", benchmark_run="nightly")[0].read_text()
+    assert "| dcgan |" in text and "| vae |" not in text
+    assert "Kept out (another protocol fingerprint): vae-s0" in text
+    assert "Did not finish" not in text
+
+
+def test_a_part_still_running_is_pending_not_failed(store: Path, monkeypatch):
+    a = benchmark_part("nightly", "dcgan", PROTOCOL, monkeypatch)
+    finished_run("dcgan", "adversarial", {"fid": 20.0}, store)
+    tracking.finish(a)
+    benchmark_part("nightly", "gan", PROTOCOL, monkeypatch)  # another host, not done yet
+    text = report.build_report("digits", store / "reports", benchmark_run="nightly")[0].read_text()
+    assert "Still running in a part of this benchmark (not in the tables yet): gan-s0" in text
+    assert "Did not finish" not in text
+
+
+def test_an_unknown_benchmark_name_is_one_clear_error(store: Path, bench: str):
+    finished_run("dcgan", "adversarial", {"fid": 20.0}, store)
+    with pytest.raises(report.ReportError, match="no benchmark run or name 'nope'"):
+        report.build_report("digits", store / "reports", benchmark_run="nope")

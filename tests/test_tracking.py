@@ -60,3 +60,48 @@ def test_train_writes_its_curves_as_dvc_plot_files(vae_run: str, prepared: Path)
     assert sorted(p.name for p in curves.iterdir()) == ["model-loss.csv", "val-bpd.csv"]
     lines = (curves / "model-loss.csv").read_text().splitlines()
     assert lines[0] == "step,value" and [ln.split(",")[0] for ln in lines[1:]] == ["2", "4"]
+
+
+def test_copy_runs_moves_a_local_store_into_another_with_everything_a_run_holds(
+    vae_run: str, prepared: Path, monkeypatch
+):
+    from mlflow.tracking import MlflowClient
+
+    parent = tracking.start_benchmark("digits", "bench-local", {"models": "vae", "seeds": "0"})
+    tracking.adopt(vae_run, parent, "bench-local")
+    tracking.finish(parent)
+    source = tracking.tracking_uri()
+    target = f"sqlite:///{prepared / 'shared.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", target)
+    out = genbench("copy-runs", "--from", "sqlite:///mlflow.db")
+    assert "runs of" in out and str(prepared / "mlflow.db") in out
+
+    old, new = MlflowClient(source), MlflowClient(target)
+    [copy] = new.search_runs(
+        [new.get_experiment_by_name("digits").experiment_id], "tags.model = 'vae'"
+    )
+    run = old.get_run(vae_run)
+    assert copy.data.params == run.data.params
+    assert copy.data.metrics == run.data.metrics
+    assert copy.info.status == "FINISHED" and copy.info.end_time == run.info.end_time
+    assert copy.info.run_name == "vae-s0"
+    history = [(m.step, m.value) for m in old.get_metric_history(vae_run, "train/model/loss")]
+    copied = [
+        (m.step, m.value) for m in new.get_metric_history(copy.info.run_id, "train/model/loss")
+    ]
+    assert copied == history and len(history) > 1
+    # The child points at the copied parent, whose name the report merges by.
+    new_parent = new.get_run(copy.data.tags["mlflow.parentRunId"])
+    assert new_parent.data.tags[tracking.BENCHMARK_TAG] == "bench-local"
+    assert [d.dataset.digest for d in copy.inputs.dataset_inputs] == [run.data.tags["data"]]
+    names = {a.path for a in new.list_artifacts(copy.info.run_id, "samples")}
+    assert "samples/samples.png" in names
+    import mlflow
+
+    model = mlflow.pytorch.load_model(f"runs:/{copy.info.run_id}/model")
+    assert tuple(model.sample(4).shape) == (4, 1, 8, 8)
+    # A second call copies nothing twice.
+    genbench("copy-runs", "--from", "sqlite:///mlflow.db")
+    assert len(new.search_runs([new.get_experiment_by_name("digits").experiment_id])) == len(
+        old.search_runs([old.get_experiment_by_name("digits").experiment_id])
+    )

@@ -1,0 +1,108 @@
+"""A shared MLflow tracking server on PostgreSQL: `genbench tracking-server`.
+
+The server is MLflow's own (`mlflow server --serve-artifacts`): runs and metrics go to
+PostgreSQL, artifacts to a folder the server owns, and clients only need its URL. Without
+`--backend-store-uri`, a PostgreSQL of the pip package `pgserver` (the `server` extra) is
+started in the data folder, so one command gives a working server on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+from pipeline.errors import ServerError
+
+
+def local_postgres(folder: Path) -> tuple[str, object]:
+    """A PostgreSQL cluster in `folder` (made on first use), running; its URI of database
+    `mlflow` and the handle that stops it. As root, pgserver runs it as an unprivileged user."""
+    try:
+        with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set"
+            warnings.simplefilter("ignore")
+            import pgserver
+    except ImportError:
+        raise ServerError(
+            "no bundled PostgreSQL: install the server extra (pip install -e '.[server]') or "
+            "pass --backend-store-uri postgresql://USER:PASSWORD@HOST/DB"
+        ) from None
+    folder.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(folder, cleanup_mode="stop")
+    if "1" not in server.psql("SELECT 1 FROM pg_database WHERE datname = 'mlflow';"):
+        server.psql("CREATE DATABASE mlflow;")
+    return server.get_uri("mlflow"), server
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
+    """Until `url`/health answers OK; fails at once if the server process has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerError(f"mlflow server exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise ServerError(f"mlflow server at {url} did not answer /health within {timeout:.0f} s")
+
+
+def serve(
+    data: Path,
+    host: str,
+    port: int,
+    backend_store_uri: str | None,
+    extra: tuple[str, ...] = (),
+    on_ready=None,
+) -> int:
+    """Run PostgreSQL (unless given) and `mlflow server` until the server exits or this
+    process gets SIGINT/SIGTERM; then stop both. Returns the server's exit code."""
+    postgres = None
+    if backend_store_uri is None:
+        backend_store_uri, postgres = local_postgres(data / "postgres")
+    artifacts = data / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--artifacts-destination",
+        str(artifacts.resolve()),
+        "--serve-artifacts",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *extra,
+    ]
+    process = subprocess.Popen(cmd)
+
+    def stop(signum, frame) -> None:  # the server first, then the database it writes to
+        process.terminate()
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        wait_healthy(url, process, timeout=600)
+        if on_ready is not None:
+            on_ready(url)
+        return process.wait()
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if postgres is not None:
+            postgres.cleanup()
