@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from conftest import gen, snapshot, unchanged
 
 from gen.conditions import model_domains
-from gen.config import as_dict
+from gen.config import ConfigError, as_dict
 from gen.data import DataMeta
 from gen.metrics import dataset_bpd
 from gen.models.baseline import Baseline, BaselineConfig
@@ -299,6 +300,40 @@ def test_dcgan_runs_k_discriminator_steps_per_generator_step_with_either_loss():
         # two D steps read a batch each; the G step reads no images (only the batch size)
         assert result.images_seen == model.cfg.steps * 2 * model.cfg.batch_size
         assert all(math.isfinite(v) for row in result.history for v in row.values())
+
+
+@pytest.mark.parametrize("name", ["gan", "dcgan"])
+def test_shared_fakes_run_the_generator_once_per_step_and_g_learns_through_them(name):
+    meta = METAS["17-levels"]
+    calls = {"fresh": 0, "shared": 0}
+    for fakes in calls:
+        model = make(name, meta, fakes=fakes, d_steps=1)
+        model.generator_net.register_forward_hook(
+            lambda *_, f=fakes: calls.__setitem__(f, calls[f] + 1)
+        )
+        result = train(model, images(meta, 16), progress=False, log_every=1)
+        assert all(math.isfinite(v) for row in result.history for v in row.values())
+        assert model._shared is None  # nothing with a graph is left on the model
+        copy.deepcopy(model)  # so it pickles (checkpoints, MLflow)
+    steps = model.cfg.steps
+    assert calls == {"fresh": 2 * steps, "shared": steps}
+
+
+def test_shared_fakes_give_the_generator_its_gradient_through_the_d_steps_fakes():
+    meta = METAS["17-levels"]
+    model = make("dcgan", meta, fakes="shared")
+    model.train()
+    groups = model.param_groups()
+    model.loss(images(meta, 8), "d")["loss"].backward()
+    assert all(p.grad is None for p in groups["g"]), "D's loss reads the fakes detached"
+    model.zero_grad(set_to_none=True)
+    model.loss(images(meta, 8), "g")["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in groups["g"])
+
+
+def test_shared_fakes_are_refused_by_a_gan_that_draws_its_own():
+    with pytest.raises(ConfigError, match="infogan.fakes=shared is not allowed"):
+        make("infogan", METAS["17-levels"], fakes="shared")
 
 
 def test_dcgan_rejects_an_unknown_phase():

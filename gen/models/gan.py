@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.config import require
+from gen.config import ConfigError, require
 from gen.data import DataMeta, from_unit, to_unit
 from gen.models.base import GenerativeModel, ModelConfig, randn
 
@@ -30,6 +30,10 @@ class AdversarialConfig(ModelConfig):
     # when D wins early; "non_saturating": G maximises log D(G(z)) instead (the seeds' flip).
     gan_loss: Literal["non_saturating", "minimax"] = "non_saturating"
     d_steps: int = 1  # k: discriminator steps per generator step
+    # "fresh": every D step and the G step draw their own noise (the seeds' algorithm);
+    # "shared": the G step reuses the last D step's fakes, made once with their graph, as the
+    # PyTorch DCGAN example and PyTorch-GAN do: one generator forward per step fewer.
+    fakes: Literal["fresh", "shared"] = "fresh"
 
     def validate(self, section: str) -> None:
         super().validate(section)
@@ -111,6 +115,12 @@ class AdversarialModel(GenerativeModel):
     def __init__(self, cfg: AdversarialConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)
         self.phases = ("d",) * cfg.d_steps + ("g",)
+        if cfg.fakes == "shared" and type(self).loss is not AdversarialModel.loss:
+            raise ConfigError(
+                f"{self.name}.fakes=shared is not allowed: {self.name} draws its own fakes in "
+                "each phase; only gan and dcgan share them (use fresh)"
+            )
+        self._shared: torch.Tensor | None = None  # fakes=shared: the D step's, with graph
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {
@@ -142,11 +152,19 @@ class AdversarialModel(GenerativeModel):
     ) -> dict[str, torch.Tensor]:
         n = len(x)
         if phase == "d":
-            with torch.no_grad():
-                fake = self.generate(n)
+            if self.cfg.fakes == "shared":
+                if torch.distributed.is_initialized():
+                    raise ConfigError(f"{self.name}.fakes=shared is not supported with nproc > 1")
+                self._shared = self.generate(n)  # kept, graph and all, for the G step
+                fake = self._shared.detach()
+            else:
+                with torch.no_grad():
+                    fake = self.generate(n)
             return d_loss_terms(self.discriminate(self.real_input(x)), self.discriminate(fake))
         if phase == "g":
-            return g_loss_terms(self.discriminate(self.generate(n)), self.cfg.gan_loss)
+            fake, self._shared = self._shared, None
+            fake = self.generate(n) if fake is None else fake
+            return g_loss_terms(self.discriminate(fake), self.cfg.gan_loss)
         raise ValueError(f"unknown phase {phase!r}; {self.name} has phases {self.phases}")
 
     @torch.no_grad()
