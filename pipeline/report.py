@@ -165,6 +165,13 @@ def _planned(parent: pd.Series) -> list[str]:
     return [f"{m}-s{s}" for s in seeds.split(",") for m in models.split(",") if m and s]
 
 
+def _overall(statuses: list[str]) -> str:
+    """One status for the parts of a benchmark: running while any part runs."""
+    if "RUNNING" in statuses:
+        return "running"
+    return "finished" if set(statuses) == {"FINISHED"} else "failed"
+
+
 def _benchmark_parents(dataset: str, benchmark: str | None) -> pd.DataFrame:
     """The parent runs a report is built from, newest first: the one whose run id is
     `benchmark`, else every part of the benchmark named `benchmark` (one per host that ran
@@ -215,13 +222,14 @@ def collect(dataset: str, benchmark: str | None = None) -> Collected:
         bench = {
             "name": str(parents.iloc[0].get(f"tags.{tracking.BENCHMARK_TAG}")),
             "run_id": ", ".join(r[:8] for r in parents.run_id),
-            "status": "running"
-            if "RUNNING" in statuses
-            else ("finished" if set(statuses) == {"FINISHED"} else "failed"),
+            "status": _overall(statuses),
             "parts": str(len(parents)),
         }
         for _, parent in parents.iterrows():
-            (pending if parent.status == "RUNNING" else planned).extend(_planned(parent))
+            if parent.status == "RUNNING":
+                pending += _planned(parent)
+            else:
+                planned += _planned(parent)
         parts = [
             tracking.search(dataset, f"tags.mlflow.parentRunId = '{r}'", finished=False)
             for r in parents.run_id
