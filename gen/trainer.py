@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import shutil
 import sys
 import time
 import warnings
@@ -213,6 +214,23 @@ def resume_step(checkpoint: Path | None, identity: dict[str, Any]) -> int | None
     return int(ckpt.get("step", 0)) if _same_run(ckpt, identity) else None
 
 
+def compiled(loss_of: Callable[..., Any], device: torch.device, world: int) -> Callable[..., Any]:
+    """`loss_of` through `torch.compile`, or a one-line error where it cannot run here."""
+    if world > 1:
+        raise ConfigError("train.compile=true is not supported with train.nproc > 1; use one")
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")
+    if device.type == "cpu" and not cxx:
+        raise ConfigError(
+            "train.compile=true on the CPU needs a C++ compiler (g++ or clang++ on PATH, or CXX)"
+        )
+    import torch._inductor.config as inductor
+
+    # Random ops (noise, dropout) draw from torch's generators exactly as in eager mode, so a
+    # compiled run is as reproducible and resumable from its seed as an eager one.
+    inductor.fallback_random = True
+    return torch.compile(loss_of)
+
+
 def train(
     model: GenerativeModel,
     train_x: torch.Tensor,
@@ -229,6 +247,8 @@ def train(
     provenance: dict[str, str] | None = None,
     validate: Callable[[], dict[str, float]] | None = None,
     val_every: int = 250,
+    compile_loss: bool = False,
+    channels_last: bool = False,
 ) -> TrainResult:
     """Train `model` for `model.cfg.steps` steps; resume from `checkpoint` when it matches.
 
@@ -236,6 +256,10 @@ def train(
     checkpoint to be resumed, so an edited loss never continues weights trained by the old one.
     `validate()` runs every `val_every` steps and at the end, in eval mode; its figures go to
     the callback beside the training losses.
+
+    `compile_loss` runs each phase's loss, forward and backward, through `torch.compile` (its
+    random draws stay eager's, so seeds mean the same); `channels_last` stores conv weights and
+    image batches NHWC. Both are opt-in: they change float rounding, not the algorithm.
 
     Inside a process group (torchrun, see `gen.distributed`) each rank trains its slice of
     every global batch under DDP; every rank must get the same arguments. Logged losses are
@@ -245,6 +269,8 @@ def train(
     device = torch.device(device)
     seed_everything(seed)
     model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     # Data that fits sits on the GPU for the whole run: batches are indexed there.
     train_x = on_device(train_x, device)
     train_y = on_device(train_y, device)
@@ -299,6 +325,8 @@ def train(
     if world > 1 and model.phases:
         distributed.set_rng(seed, result.steps, resumed, device)
         loss_of = distributed.wrap(model, device)  # the same loss, gradients averaged over ranks
+    if compile_loss and model.phases:
+        loss_of = compiled(loss_of, device, world)
 
     def snapshot() -> dict[str, Any]:
         payload = {
@@ -348,6 +376,8 @@ def train(
         for phase in model.phases:
             x, y = batches.next()
             x = x.to(device, non_blocking=True)
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = None if y is None else y.to(device, non_blocking=True)
             model.zero_grad(set_to_none=True)
             with autocast:

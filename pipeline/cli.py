@@ -568,6 +568,10 @@ def copy_runs(params_path: str, source: str, experiment: str | None) -> None:
 )
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (default: train.device)")
 @click.option("--threads", default=None, type=click.IntRange(1, 256), help="default: train.threads")
+@click.option("--compile/--no-compile", "compile_loss", default=None, help="default: train.compile")
+@click.option(
+    "--channels-last/--no-channels-last", default=None, help="default: train.channels_last"
+)
 @user_errors
 def throughput(
     params_path: str,
@@ -577,6 +581,8 @@ def throughput(
     batch_size: int | None,
     device: str | None,
     threads: int | None,
+    compile_loss: bool | None,
+    channels_last: bool | None,
 ) -> None:
     """Train and sample images per second of each model, in this process, through the code
     `genbench train` and `genbench sample` run (random data of the data set's shape)."""
@@ -594,13 +600,26 @@ def throughput(
     except RuntimeError as exc:
         raise UserError(f"--device={device}: {exc}") from None
     meta = probe_meta(p.data)
+    compile_loss = p.train.compile if compile_loss is None else compile_loss
+    channels_last = p.train.channels_last if channels_last is None else channels_last
     click.echo(
         f"{'model':<16} {'params':>10} {'train img/s':>12} {'steps/s':>9} {'sample img/s':>13}"
     )
     for name in names:
         section = p.model_section(name)
         bs = batch_size or section.get("batch_size") or model_class(name).Config().batch_size
-        got = measure(name, section, meta, bs, steps, samples, str(dev), threads or p.train.threads)
+        got = measure(
+            name,
+            section,
+            meta,
+            bs,
+            steps,
+            samples,
+            str(dev),
+            threads or p.train.threads,
+            compile_loss,
+            channels_last,
+        )
 
         def fmt(v: float | None, width: int) -> str:
             return f"{v:>{width}.1f}" if v else f"{'n/a':>{width}}"
@@ -609,7 +628,11 @@ def throughput(
             f"{name:<16} {got['params']:>10,} {fmt(got['train_images_per_s'], 12)} "
             f"{fmt(got['train_steps_per_s'], 9)} {fmt(got['sample_images_per_s'], 13)}"
         )
-    click.echo(f"device {dev}, {threads or p.train.threads} thread(s), data {dataset_id(p.data)}")
+    click.echo(
+        f"device {dev}, {threads or p.train.threads} thread(s), data {dataset_id(p.data)}"
+        + (", compiled" if compile_loss else "")
+        + (", channels_last" if channels_last else "")
+    )
 
 
 @main.command("preset")

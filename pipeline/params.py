@@ -31,6 +31,11 @@ class TrainSettings:
     # Processes that train one model together (torchrun + DDP; one GPU each on CUDA): each
     # takes an equal slice of every batch, so <model>.batch_size must be a multiple of it.
     nproc: int = 1
+    # Opt-in speed: torch.compile of each phase's loss (a C++ compiler on CPU; minutes of
+    # compiling per model) and NHWC conv weights and batches. Both change float rounding, so a
+    # run's figures differ slightly from the same seed without them.
+    compile: bool = False
+    channels_last: bool = False
 
     def validate(self, section: str = "train") -> None:
         require(
@@ -55,6 +60,11 @@ class TrainSettings:
         require(1 <= self.nproc <= 64, f"{section}.nproc={self.nproc} must be in 1..64")
         if self.nproc > 1:
             self._check_gpus(section)
+            require(
+                not self.compile,
+                f"{section}.compile=true is not supported with {section}.nproc={self.nproc}; "
+                "set one of them back (compile: false or nproc: 1)",
+            )
 
     def _check_gpus(self, section: str) -> None:
         """Several processes on CUDA take one GPU each, cuda:0 to cuda:nproc-1."""

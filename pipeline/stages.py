@@ -242,6 +242,8 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
         "provenance": made_by,
         "validate": _validation(model, split, p.eval.batch_size, device),
         "val_every": p.train.val_every,
+        "compile_loss": p.train.compile,
+        "channels_last": p.train.channels_last,
     }
     if distributed.rank_and_world()[0] > 0:  # trains in step with rank 0, which writes it all
         train(model, train_x, train_y, **options)

@@ -85,6 +85,8 @@ def measure(
     n_sample: int,
     device: str = "cpu",
     threads: int = 1,
+    compile_loss: bool = False,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """Train img/s (and steps/s) over `steps` steps of `gen.trainer.train` after a warm-up run,
     and sample img/s for `n_sample` images after a warm-up draw (0: no sampling), of model
@@ -92,6 +94,8 @@ def measure(
 
     Train img/s counts the images the model's phases consume, as `genbench train` reports it
     (a GAN's generator phase reads none); it is None for a model fitted by counting.
+    `compile_loss` and `channels_last` are `train.compile` and `train.channels_last`; compiling
+    happens in the warm-up run, which is not timed.
     """
     if steps < 1 or batch_size < 1 or n_sample < 0:
         raise ValueError("steps and batch_size must be >= 1, n_sample >= 0")
@@ -104,10 +108,12 @@ def measure(
         g = torch.Generator().manual_seed(0)
         x, y = _training_pairs(model, max(4 * batch_size, n_sample), g)
 
+        how = {"device": dev, "progress": False, "compile_loss": compile_loss}
+        how["channels_last"] = channels_last
         model.cfg.steps = min(WARMUP_STEPS, steps)
-        train(model, x, y, device=dev, log_every=model.cfg.steps, progress=False)
+        train(model, x, y, log_every=model.cfg.steps, **how)
         model.cfg.steps = steps
-        result = train(model, x, y, device=dev, log_every=steps, progress=False)
+        result = train(model, x, y, log_every=steps, **how)
         stepped = result.steps > 0  # a model fitted by counting takes no steps
 
         model.eval()
@@ -118,6 +124,8 @@ def measure(
         "model": model_name,
         "device": str(dev),
         "threads": threads,
+        "compile": compile_loss,
+        "channels_last": channels_last,
         "batch_size": model.cfg.batch_size,
         "params": count_params(model),
         "train_steps": result.steps,

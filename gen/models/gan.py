@@ -156,6 +156,9 @@ class AdversarialModel(GenerativeModel):
                 if torch.distributed.is_initialized():
                     raise ConfigError(f"{self.name}.fakes=shared is not supported with nproc > 1")
                 self._shared = self.generate(n)  # kept, graph and all, for the G step
+                # Under train.compile the generator is then a graph of its own, whose backward
+                # is left for the G step when the D step's loss runs its own.
+                torch._dynamo.graph_break()
                 fake = self._shared.detach()
             else:
                 with torch.no_grad():
