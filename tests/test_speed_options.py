@@ -91,3 +91,31 @@ def test_throughput_takes_the_options_and_says_which_it_used():
     assert result.output.strip().splitlines()[-1].endswith("channels_last")
     result = CliRunner().invoke(main, args)
     assert "channels_last" not in result.output
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_a_compiled_run_killed_midway_resumes_bit_identically(tmp_path):
+    meta = METAS["17-levels"]
+    x = images(meta, 32)
+
+    def run(steps: int, **options) -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = make("dcgan", meta, steps=steps)
+        train(model, x, log_every=1, progress=False, compile_loss=True, **options)
+        return model
+
+    whole = run(6)
+
+    def kill_at_4(step: int, _row: dict) -> None:
+        if step == 4:
+            raise Killed
+
+    path = tmp_path / "wip.pt"
+    with pytest.raises(Killed):
+        run(6, checkpoint=path, checkpoint_every=3, callback=kill_at_4)
+    resumed = run(6, checkpoint=path, checkpoint_every=3)  # noise of steps 4-6 from the checkpoint
+    assert all(torch.equal(whole.state_dict()[k], v) for k, v in resumed.state_dict().items())
