@@ -108,8 +108,9 @@ def measure(
         g = torch.Generator().manual_seed(0)
         x, y = _training_pairs(model, max(4 * batch_size, n_sample), g)
 
-        how = {"device": dev, "progress": False, "compile_loss": compile_loss}
-        how["channels_last"] = channels_last
+        how = dict(
+            device=dev, progress=False, compile_loss=compile_loss, channels_last=channels_last
+        )
         model.cfg.steps = min(WARMUP_STEPS, steps)
         train(model, x, y, log_every=model.cfg.steps, **how)
         model.cfg.steps = steps
