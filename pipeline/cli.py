@@ -136,8 +136,26 @@ def _add_stage(name: str, function: str, doc: str) -> None:
 
 
 for _name, (_function, _doc) in STAGES.items():
-    if _name != "train":  # below: it also takes --nproc
+    if _name not in ("train", "classifier"):  # below: each starts processes of its own
         _add_stage(_name, _function, _doc)
+
+
+@main.command("classifier", help=STAGES["classifier"][1])
+@params_option
+@user_errors
+def classifier_command(params_path: str) -> None:
+    from pipeline import launch, stages
+
+    p = load_params(params_path)  # a bad param is said here, before any process starts
+    if stages.ruler_pinned():
+        _print(stages.train_classifier(p))
+        return
+    if os.environ.get(launch.CHILD):  # started with the hold, yet without it: never loop
+        raise UserError(f"the classifier's process did not start with {stages.RULER_ENV}")
+    try:  # the same command in a process started with the ruler's vector instructions held
+        click.echo(launch.again_with(["classifier", "--params", params_path], stages.RULER_ENV))
+    except launch.LaunchError as exc:
+        raise UserError(str(exc)) from None
 
 
 @main.command("train", help=STAGES["train"][1])

@@ -71,3 +71,25 @@ def torchrun(params_path: str, nproc: int, threads: int) -> None:
             else f"training in {nproc} processes failed (torchrun exited with "
             f"{proc.returncode}); see the messages above"
         )
+
+
+CHILD = "GENBENCH_CHILD"  # set in a process `again_with` started: it must not start another
+
+
+def again_with(args: list[str], env: dict[str, str]) -> str:
+    """`genbench ARGS` in a child process whose environment adds `env` (settings torch reads
+    only at start-up); returns its stdout once it succeeds. Its stderr passes on, but for its
+    `Error:` line, which becomes the LaunchError's message."""
+    cmd = [sys.executable, "-m", "pipeline.cli", *args]
+    env = {**os.environ, **env, CHILD: "1"}
+    kw = {"env": env, "capture_output": True, "text": True, "preexec_fn": _die_with_parent}
+    done = subprocess.run(cmd, **kw)
+    lines = done.stderr.splitlines(keepends=True)
+    errors = [line.removeprefix("Error: ").strip() for line in lines if line.startswith("Error: ")]
+    sys.stderr.writelines(line for line in lines if not line.startswith("Error: "))
+    if done.returncode:
+        failed = (
+            f"genbench {args[0]} failed (exit status {done.returncode}); see the messages above"
+        )
+        raise LaunchError(errors[0] if errors else failed)
+    return done.stdout.rstrip("\n")

@@ -56,6 +56,21 @@ REFERENCE = RUNS / "reference.json"  # the `data` rows: real images scored like 
 # Threads of the ruler (the evaluation classifier): one, whatever the machine, so its weights
 # are the same bytes everywhere (float sums depend on how work is split over threads).
 RULER_THREADS = 1
+# ... and the vector instructions it is trained with. Float sums also follow the CPU's vector
+# width, which ATen's kernels, oneDNN and MKL each pick when the process starts (AVX2 and
+# AVX-512 kernels trained different rulers, so runs from two machines never shared a
+# protocol), so all three are held to what every x86-64 CPU has. Torch reads them only at
+# start-up: `genbench classifier` starts a process with them.
+RULER_ENV = {
+    "ATEN_CPU_CAPABILITY": "default",
+    "ONEDNN_MAX_CPU_ISA": "SSE41",
+    "MKL_CBWR": "COMPATIBLE",
+}
+
+
+def ruler_pinned() -> bool:
+    """Whether this process started with `RULER_ENV`, so it trains the same ruler anywhere."""
+    return all(os.environ.get(k) == v for k, v in RULER_ENV.items())
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -122,6 +137,7 @@ def train_classifier(p: Params) -> dict[str, Any]:
         "classifier_test_accuracy": clf.accuracy(net, split.test_x, split.test_y),
         "classifier_train_accuracy": clf.accuracy(net, split.train_x, split.train_y),
         "classifier_seconds": time.perf_counter() - t0,
+        "classifier_cpu_kernels": torch.backends.cpu.get_cpu_capability(),
     }
     if split.domains is not None:
         out.update(_train_domain_classifier(p, split, device))

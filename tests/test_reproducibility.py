@@ -1,10 +1,12 @@
 """Reproducible from commit + params + seed on any machine: seeding comes before anything
-random is drawn, the ruler is the same bytes whatever the thread count, and the training seed
-changes only training."""
+random is drawn, the ruler is the same bytes whatever the thread count and the CPU's vector
+instructions, and the training seed changes only training."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,27 @@ def test_the_ruler_is_the_same_bytes_whatever_the_thread_count(prepared: Path):
     finally:
         torch.set_num_threads(1)
     assert provenance.classifier_hash(prepared / "runs" / "classifiers") == first
+
+
+def test_the_ruler_is_the_same_bytes_whatever_vector_instructions_the_cpu_offers(
+    prepared: Path, monkeypatch
+):
+    """`genbench classifier` holds ATen, oneDNN and MKL to the instructions every x86-64 CPU
+    has, so asking for wider ones, as a newer CPU would pick by itself, trains the same ruler
+    (where the CPU has AVX2, the stage run without the hold trains another one)."""
+    rulers = prepared / "runs" / "classifiers"
+    first = provenance.classifier_hash(rulers)
+    wider = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AUTO"}
+    for key, value in wider.items():
+        monkeypatch.setenv(key, value)
+    out = json.loads(genbench("classifier"))
+    assert out["classifier_cpu_kernels"] == "DEFAULT"
+    assert provenance.classifier_hash(rulers) == first
+
+    unheld = "from pipeline import stages, params; stages.train_classifier(params.load_params())"
+    subprocess.run([sys.executable, "-c", unheld], check=True, capture_output=True)
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        assert provenance.classifier_hash(rulers) != first
 
 
 def test_the_training_seed_changes_neither_the_data_nor_the_ruler(prepared: Path):
