@@ -682,8 +682,9 @@ def _header(c: Collected) -> list[str]:
     lines.append(
         f"Protocol `{p.get('protocol', 'n/a')}`: data {p.get('protocol.data', 'n/a')}, split "
         f"{p.get('protocol.split', 'n/a')}; evaluation classifier weights "
-        f"{p.get('protocol.classifier', 'n/a')} (trained on the CPU with one thread and its own "
-        f"seed); eval {p.get('protocol.eval', 'n/a')}; torch {p.get('protocol.torch', '?')}, "
+        f"{p.get('protocol.classifier', 'n/a')} (trained on the CPU with one thread, its own seed "
+        f"and x86-64 baseline instructions); eval {p.get('protocol.eval', 'n/a')}; "
+        f"torch {p.get('protocol.torch', '?')}, "
         f"torch-fidelity {p.get('protocol.torch_fidelity', '?')}. Only runs with this "
         "fingerprint are in the tables."
     )

@@ -113,8 +113,9 @@ def prepare(p: Params) -> dict[str, Any]:
 
 
 def train_classifier(p: Params) -> dict[str, Any]:
-    """The ruler: trained on the CPU with one thread and its own seed, so every machine
-    measures with the same weights (their hash is part of the protocol fingerprint)."""
+    """The ruler: trained on the CPU with one thread, its own seed and `RULER_ENV` (when
+    started by `genbench classifier`), so every machine measures with the same weights (their
+    hash is part of the protocol fingerprint)."""
     split = load_split(PREPARED)
     device = torch.device("cpu")
     torch.set_num_threads(RULER_THREADS)
