@@ -9,7 +9,7 @@ import torch
 from gen.config import ConfigError, from_dict
 from gen.data import DataConfig, DataMeta, expected_meta
 from gen.models.ae import AAE, AE
-from gen.models.base import GenerativeModel
+from gen.models.base import FAMILIES, GenerativeModel
 from gen.models.baseline import Baseline
 from gen.models.gan import DCGAN, GAN
 from gen.models.gated_pixelcnn import GatedPixelCNN
@@ -40,6 +40,8 @@ MODELS: dict[str, type[GenerativeModel]] = {
     "cyclegan": CycleGAN,
     "stargan": StarGAN,
 }
+if unknown := [name for name, cls in MODELS.items() if cls.family not in FAMILIES]:
+    raise TypeError(f"models {unknown} name a family that gen.models.base.FAMILIES lacks")
 
 
 def model_class(name: str) -> type[GenerativeModel]:

@@ -11,6 +11,17 @@ from torch import nn
 from gen.config import require
 from gen.data import DataMeta
 
+# Model families -> their section titles in the report, in the report's order. Every model class
+# names one of them as its `family` (gen/registry.py checks this when it registers the class).
+FAMILIES: dict[str, str] = {
+    "baseline": "Baseline",
+    "autoregressive": "Autoregressive models",
+    "latent-variable": "Latent-variable models",
+    "adversarial": "Adversarial models",
+    "conditional": "Conditional generation",
+    "translation": "Image-to-image translation",
+}
+
 
 @dataclass
 class ModelConfig:
@@ -46,8 +57,7 @@ class GenerativeModel(nn.Module):
     """
 
     name: ClassVar[str] = ""
-    family: ClassVar[str] = ""  # baseline | autoregressive | latent-variable | adversarial
-    # | conditional | translation (report sections, in that order)
+    family: ClassVar[str] = ""  # a key of FAMILIES: the report section it is shown in
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     phases: tuple[str, ...] = ("model",)
     # What the model is conditioned on, which decides the training pairs (x, y) and the
