@@ -206,7 +206,7 @@ def test_a_new_report_replaces_the_figures_only_when_it_is_complete(
     def broken(*args, **kwargs):
         raise RuntimeError("plotting failed")
 
-    monkeypatch.setattr(report, "_html", broken)
+    monkeypatch.setattr(report.render, "to_html", broken)
     with pytest.raises(RuntimeError, match="plotting failed"):
         report.build_report("digits", out, ["vae"])
     assert (out / "benchmark.md").read_text() == "old report"

@@ -1,0 +1,196 @@
+"""The report's numbers: tables of summaries over seeds (with the data row), rankings judged by
+Welch's test, and the model order and family sections they all share. Families, their order
+and titles come from the model classes (gen.models.base.FAMILIES, gen.registry.MODELS)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from gen import stats
+from gen.evaluation import metric
+from gen.models.base import FAMILIES
+from gen.registry import MODELS
+from pipeline.report.collection import DATA, Collected
+
+LABELS_MARK = "(labels)"  # beside a model trained with class labels it need not have used
+# Families whose models are conditioned on nothing: they share the unconditional tables.
+UNCONDITIONAL = tuple(
+    f for f in FAMILIES if any(c.family == f and c.condition is None for c in MODELS.values())
+)
+# (title, families, feature space tag, metric keys): the report's tables of figures.
+TABLES = [
+    (
+        "Likelihood and sample quality",
+        UNCONDITIONAL,
+        "classifier",
+        ["bpd", "elbo_bpd", "fid", "fid_sd", "kid_mean", "is_mean"],
+    ),
+    (
+        "Fidelity, diversity and memorisation",
+        UNCONDITIONAL,
+        "classifier",
+        ["precision", "recall", "density", "coverage", "copy_rate", "reconstruction_error"]
+        + ["code_accuracy"],
+    ),
+    (
+        "Conditional generation",
+        ("conditional",),
+        "classifier",
+        ["condition_accuracy", "patch_error", "fid", "fid_sd", "kid_mean", "precision"]
+        + ["recall", "density", "coverage", "copy_rate"],
+    ),
+    (
+        "Image-to-image translation",
+        ("translation",),
+        "domain-classifier",
+        ["label_preservation", "domain_accuracy", "cycle_error", "fid", "kid_mean"]
+        + ["precision", "recall", "density", "coverage"],
+    ),
+    (
+        "Cost",
+        tuple(FAMILIES),
+        None,
+        ["train_seconds", "train_images_per_s", "sample_images_per_s", "params"],
+    ),
+]
+# The headline metric of each ranking: (title, families, key, feature space).
+RANKINGS = [
+    ("bits/dim (likelihood models)", UNCONDITIONAL, "bpd", None),
+    ("FID, unconditional models [classifier]", UNCONDITIONAL, "fid", "classifier"),
+    ("FID, conditional models [classifier]", ("conditional",), "fid", "classifier"),
+    ("FID, translation [domain-classifier]", ("translation",), "fid", "domain-classifier"),
+]
+Table = tuple[str, list[str], list[list[str]], list[str]]  # title, header, rows, notes
+Section = tuple[str, list[tuple[str, list[tuple[str, Path]]]]]  # title, [(model, figures)]
+
+
+def model_order(df: pd.DataFrame, models: list[str] | None) -> list[str]:
+    """The report's model order: as `models` lists them, then by family, then by name."""
+    given = {m: i for i, m in enumerate(models or [])}
+    fam = {f: i for i, f in enumerate(FAMILIES)}
+    pairs = df[["model", "family"]].drop_duplicates("model")
+    keyed = sorted(
+        (given.get(m, len(given)), fam.get(f, 9), m)
+        for m, f in zip(pairs.model, pairs.family, strict=True)
+    )
+    return [m for _, _, m in keyed]
+
+
+def make_tables(c: Collected, order: list[str]) -> list[Table]:
+    """One table per entry of TABLES that has models and values, then the provenance table."""
+    df, out = c.runs, []
+    for title, families, space, keys in TABLES:
+        models = [m for m in order if df[df.model == m].family.iloc[0] in families]
+        if space is not None:
+            models = [m for m in models if (df[df.model == m].feature_extractor == space).all()]
+        if not models:
+            continue
+        keys = [k for k in keys if df[df.model.isin(models)][k].notna().any()]
+        if not keys:
+            continue
+        head = ["model", "n"] + [metric(k).label for k in keys]
+        body = []
+        ref = c.reference.get(space or "", {})
+        if space is not None and ref:
+            row = [f"{DATA} (real images)", str(len(next(iter(ref.values()))))]
+            row += [cell(stats.summarise(ref.get(k, [])), metric(k).fmt) for k in keys]
+            body.append(row)
+        for m in models:
+            n = int((df.model == m).sum())
+            row = [_label(df, m), str(n)]
+            for k in keys:
+                text = cell(summary(df, m, k), metric(k).fmt)
+                kinds = df[df.model == m].bpd_kind
+                if k == "bpd" and text != "n/a" and kinds.iloc[0] not in ("", "exact"):
+                    text += f" ({kinds.iloc[0]})"
+                row.append(text)
+            body.append(row)
+        where = f" [{space} features]" if space else ""
+        notes = [f"{metric(k).label}: {metric(k).note}" for k in keys if metric(k).note]
+        out.append((title + where, head, body, notes))
+    out.append(_provenance(df, order))
+    return out
+
+
+def _provenance(df: pd.DataFrame, order: list[str]) -> Table:
+    """Where each model's numbers come from: seeds, commits, DVC experiments, MLflow runs."""
+    prov = []
+    for m in order:
+        runs = df[df.model == m]
+        prov.append(
+            [
+                m,
+                ", ".join(str(s) for s in runs.seed),
+                ", ".join(sorted(set(runs.commit))) or "n/a",
+                ", ".join(runs.dvc_exp),
+                ", ".join(r[:8] for r in runs.run_id),
+            ]
+        )
+    return ("Provenance", ["model", "seeds", "commit", "DVC experiments", "runs"], prov, [])
+
+
+def make_rankings(c: Collected, order: list[str]) -> list[tuple[str, list[str]]]:
+    """Per headline metric: models best first, each pair of neighbours judged by Welch's test."""
+    df, out = c.runs, []
+    for title, families, key, space in RANKINGS:
+        models = [m for m in order if df[df.model == m].family.iloc[0] in families]
+        if space is not None:
+            models = [m for m in models if (df[df.model == m].feature_extractor == space).all()]
+        groups = {m: df[df.model == m][key].tolist() for m in models}
+        groups = {m: v for m, v in groups.items() if any(x is not None for x in v)}
+        if len(groups) < 2:
+            continue
+        lower = metric(key).better == "lower"
+        ranked = stats.rank(groups, lower_is_better=lower)
+        lines = []
+        for i, (m, s, comp) in enumerate(ranked, start=1):
+            text = f"{i}. {m}: {cell(s, metric(key).fmt)} (n={s.n})"
+            if comp is not None:
+                text += f"; {stats.verdict(comp, lower)}"
+            lines.append(text)
+        out.append((title, lines))
+    return out
+
+
+def family_sections(
+    c: Collected, order: list[str], per_model: dict[str, list[tuple[str, Path]]]
+) -> list[Section]:
+    """The per-model figures grouped by family, under each family's title."""
+    out = []
+    for family in dict.fromkeys(c.runs.set_index("model").loc[order].family):
+        members = [
+            (m, per_model.get(m, []))
+            for m in order
+            if per_model and c.runs[c.runs.model == m].family.iloc[0] == family
+        ]
+        out.append((FAMILIES.get(family, family or "other"), members))
+    return out
+
+
+def cell(s: stats.Summary | None, pattern: str) -> str:
+    """mean ± sd [95% interval] for several seeds, the bare number for one, n/a for none."""
+    if s is None:
+        return "n/a"
+    if s.std is None:
+        return _num(s.mean, pattern)
+    text = f"{_num(s.mean, pattern)} ± {_num(s.std, pattern)}"
+    return f"{text} [{_num(s.low, pattern)}, {_num(s.high, pattern)}]"
+
+
+def summary(df: pd.DataFrame, model: str, key: str) -> stats.Summary | None:
+    """`key` of `model` summarised over its seeds."""
+    return stats.summarise(df[df.model == model][key].tolist())
+
+
+def _num(value: float | None, pattern: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return pattern.format(value)
+
+
+def _label(df: pd.DataFrame, model: str) -> str:
+    labelled = bool(df[df.model == model].class_labels.any())
+    return f"{model} {LABELS_MARK}" if labelled else model
