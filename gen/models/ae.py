@@ -17,10 +17,11 @@ from torch import nn
 
 from gen.config import checked, positive, require
 from gen.data import DataMeta, to_unit
-from gen.models.base import GenerativeModel, ModelConfig, randn
+from gen.models.base import GenerativeModel, randn
 from gen.models.gan import d_loss_terms, g_loss
 from gen.models.vae import (
     DecodesPixels,
+    VAEConfig,
     conv_decoder,
     conv_encoder,
     pixel_log_likelihood,
@@ -34,12 +35,8 @@ MIXTURE_STD = 0.5
 
 
 @dataclass
-class AEConfig(ModelConfig):
-    steps: int = 2000
-    lr: float = 1e-3
-    latent_dim: int = checked(16, positive())
-    # Feature maps of the first conv layer; doubled at each downsampling.
-    hidden: int = checked(32, positive())
+class AEConfig(VAEConfig):
+    """The VAE's sizes and recipe: the autoencoders reuse its conv encoder and decoder."""
 
 
 class ConvAutoencoder(DecodesPixels, GenerativeModel):

@@ -21,28 +21,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.config import at_least, checked, in_half_open, odd_at_least, positive, require
+from gen.config import at_least, checked, odd_at_least, positive, require
 from gen.data import DataMeta, to_unit
 from gen.models.autoregressive import (
+    AutoregressiveConfig,
     AutoregressiveModel,
     RowMaskedConv2d,
     shift_down,
     split_groups,
 )
-from gen.models.base import ModelConfig
 from gen.nn import MaskedConv2d, categorical_log_prob
 
 
 @dataclass
-class GatedPixelCNNConfig(ModelConfig):
+class GatedPixelCNNConfig(AutoregressiveConfig):
+    """`dropout` is on the horizontal stack's gated output."""
+
     steps: int = 1000
     lr: float = 2e-3
     # Feature maps of each stack (a multiple of the data's channels).
     channels: int = checked(32, positive())
     layers: int = checked(5, at_least(0))  # gated layers after the first one
     kernel: int = checked(3, odd_at_least(3))  # k of the later layers
-    first_kernel: int = checked(7, odd_at_least(3))  # k of the first layer
-    dropout: float = checked(0.1, in_half_open(0, 1))  # on the horizontal stack's gated output
     conditional: bool = False  # condition on the class label (a bias in every gated layer)
 
 

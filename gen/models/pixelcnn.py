@@ -7,23 +7,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gen.config import at_least, checked, in_half_open, odd_at_least, positive, require
+from gen.config import at_least, checked, positive, require
 from gen.data import DataMeta, to_unit
-from gen.models.autoregressive import AutoregressiveModel
-from gen.models.base import ModelConfig
+from gen.models.autoregressive import AutoregressiveConfig, AutoregressiveModel
 from gen.nn import MaskedConv2d
 
 
 @dataclass
-class PixelCNNConfig(ModelConfig):
+class PixelCNNConfig(AutoregressiveConfig):
     steps: int = 3000
-    lr: float = 1e-3
     # Hidden feature maps (a multiple of the data's channels).
     channels: int = checked(64, positive())
     # Residual blocks with mask-B 3x3 convolutions after the first 7x7 mask-A one.
     layers: int = checked(5, at_least(0))
-    first_kernel: int = checked(7, odd_at_least(3))
-    dropout: float = checked(0.0, in_half_open(0, 1))
+    dropout: float = 0.0
 
 
 class _ResidualBlock(nn.Module):

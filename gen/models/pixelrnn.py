@@ -29,28 +29,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.config import at_least, checked, in_half_open, odd_at_least, positive, require
+from gen.config import at_least, checked, odd_at_least, positive, require
 from gen.data import DataMeta, to_unit
 from gen.models.autoregressive import (
+    AutoregressiveConfig,
     AutoregressiveModel,
     RowMaskedConv2d,
     shift_down,
     split_groups,
 )
-from gen.models.base import ModelConfig
 from gen.nn import MaskedConv2d
 
 
 @dataclass
-class PixelRNNConfig(ModelConfig):
+class PixelRNNConfig(AutoregressiveConfig):
+    """`dropout` is on the LSTM output, before the residual projection."""
+
     steps: int = 1000
     lr: float = 2e-3
     # LSTM state size = width of the residual stream (a multiple of channels).
     hidden: int = checked(32, positive())
     layers: int = checked(2, at_least(1))  # residual LSTM layers after the first mask-A convolution
-    first_kernel: int = checked(7, odd_at_least(3))  # the mask-A convolution on the image
-    # On the LSTM output, before the residual projection.
-    dropout: float = checked(0.1, in_half_open(0, 1))
 
 
 @dataclass

@@ -21,8 +21,8 @@ from gen.nn import categorical_log_prob, sample_categorical
 
 @dataclass
 class VAEConfig(ModelConfig):
-    steps: int = 2000
-    lr: float = 1e-3
+    """The conv encoder / decoder's sizes, which the autoencoders (ae.py) share."""
+
     latent_dim: int = checked(16, positive())
     # Feature maps of the first conv layer; doubled at each downsampling.
     hidden: int = checked(32, positive())
