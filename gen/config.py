@@ -64,7 +64,9 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
 
 
 def from_dict(cls: type[T], section: str, values: dict[str, Any] | None) -> T:
-    """Build dataclass `cls` from a params section; unknown keys and bad types fail loudly."""
+    """Build dataclass `cls` from a params section: unknown keys, bad types and values that
+    break a field's rules fail loudly, then the section's own `validate` (its cross-field
+    checks) runs."""
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -142,6 +144,7 @@ def odd_at_least(low: int) -> Rule:
 
 
 def one_of(choices: typing.Iterable[Any]) -> Rule:
+    """The message a Literal-typed field gives, for a field whose choices are a constant."""
     choices = tuple(choices)
     allowed = ", ".join(map(str, choices))
     return Rule(
