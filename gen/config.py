@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 
@@ -25,9 +26,7 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(section, key, value, inner[0])
     if origin is typing.Literal:
-        if value not in args:
-            allowed = ", ".join(map(str, args))
-            raise ConfigError(f"{section}.{key}={value!r} is not allowed; choose one of: {allowed}")
+        one_of(args).check(section, key, value)
         return value
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
@@ -65,7 +64,9 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
 
 
 def from_dict(cls: type[T], section: str, values: dict[str, Any] | None) -> T:
-    """Build dataclass `cls` from a params section; unknown keys and bad types fail loudly."""
+    """Build dataclass `cls` from a params section: unknown keys, bad types and values that
+    break a field's rules fail loudly, then the section's own `validate` (its cross-field
+    checks) runs."""
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -80,10 +81,101 @@ def from_dict(cls: type[T], section: str, values: dict[str, Any] | None) -> T:
         )
     kwargs = {k: _coerce(section, k, v, hints[k]) for k, v in values.items()}
     obj = cls(**kwargs)
+    check_rules(obj, section)
     check = getattr(obj, "validate", None)
     if check is not None:
         check(section)
     return obj
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A check on one field's value, and its one-line message when the value fails it: a
+    template over {section}, {key} and {value} (a tuple shown as the list YAML wrote)."""
+
+    holds: Callable[[Any], bool]
+    message: str
+
+    def check(self, section: str, key: str, value: Any) -> None:
+        if not self.holds(value):
+            shown = list(value) if isinstance(value, tuple) else value
+            raise ConfigError(self.message.format(section=section, key=key, value=shown))
+
+
+# How a rule's message names its field: with the value given (most do), or the key alone.
+WITH_VALUE = "{section}.{key}={value}"
+KEY_ONLY = "{section}.{key}"
+
+
+def positive(name: str = WITH_VALUE) -> Rule:
+    return Rule(lambda v: v > 0, f"{name} must be > 0")
+
+
+def _aside(note: str) -> str:
+    return f" ({note})" if note else ""
+
+
+def at_least(low: float, name: str = WITH_VALUE, note: str = "") -> Rule:
+    return Rule(lambda v: v >= low, f"{name} must be >= {low}{_aside(note)}")
+
+
+def at_most(high: float, note: str = "") -> Rule:
+    return Rule(lambda v: v <= high, f"{WITH_VALUE} must be <= {high}{_aside(note)}")
+
+
+def in_range(low: int, high: int, note: str = "") -> Rule:
+    """low..high, both included."""
+    return Rule(lambda v: low <= v <= high, f"{WITH_VALUE} must be in {low}..{high}{_aside(note)}")
+
+
+def in_half_open(low: float, high: float, name: str = WITH_VALUE) -> Rule:
+    """[low, high): a dropout rate, Adam's betas."""
+    return Rule(lambda v: low <= v < high, f"{name} must be in [{low}, {high})")
+
+
+def in_open(low: float, high: float, name: str = WITH_VALUE) -> Rule:
+    """(low, high): a held-out fraction."""
+    return Rule(lambda v: low < v < high, f"{name} must be in ({low}, {high})")
+
+
+def odd_at_least(low: int) -> Rule:
+    """A kernel size with a centre pixel."""
+    return Rule(lambda v: v % 2 == 1 and v >= low, f"{WITH_VALUE} must be an odd number >= {low}")
+
+
+def one_of(choices: typing.Iterable[Any]) -> Rule:
+    """The message a Literal-typed field gives, for a field whose choices are a constant."""
+    choices = tuple(choices)
+    allowed = ", ".join(map(str, choices))
+    return Rule(
+        lambda v: v in choices,
+        f"{{section}}.{{key}}={{value!r}} is not allowed; choose one of: {allowed}",
+    )
+
+
+def checked(default: Any, *rules: Rule) -> Any:
+    """A dataclass field with its default and the rules its value must pass (`check_rules`)."""
+    return dataclasses.field(default=default, metadata={"rules": rules})
+
+
+def field_rules(cls: type, name: str) -> tuple[Rule, ...]:
+    """The rules of field `name`, from its nearest declaration with `checked`: a subclass that
+    only changes a default keeps the rules of the field it overrides."""
+    for klass in cls.__mro__:
+        declared = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if declared is not None and "rules" in declared.metadata:
+            return declared.metadata["rules"]
+    return ()
+
+
+def check_rules(obj: Any, section: str) -> None:
+    """Check every field of dataclass `obj` against its rules, in field order; null (None)
+    passes them all (an optional field's rules are about its values)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is not None:
+            for rule in field_rules(type(obj), f.name):
+                rule.check(section, f.name, value)
 
 
 def require(condition: bool, message: str) -> None:

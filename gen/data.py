@@ -15,7 +15,18 @@ import numpy as np
 import torch
 
 from gen.captions import build_captions, build_vocab, read_captions_file, tokenize
-from gen.config import ConfigError, require
+from gen.config import (
+    KEY_ONLY,
+    WITH_VALUE,
+    ConfigError,
+    Rule,
+    at_least,
+    checked,
+    in_open,
+    one_of,
+    positive,
+    require,
+)
 from gen.domains import (
     TYPESET_STYLES,
     Domains,
@@ -27,6 +38,8 @@ from gen.domains import (
 
 DATASETS = ("digits", "mixture", "mnist", "fashion_mnist", "cifar10", "image_folder")
 DOMAIN_SOURCES = ("typeset", "cyclegan_folder", "domain_folders", "attribute_csv", "none")
+_KNOWN = ", ".join(DATASETS)  # in a rule's message
+_DRAWS = positive(name="{section}.n_train and n_test")  # one message for both counts
 
 
 class DataError(RuntimeError):
@@ -37,54 +50,41 @@ class DataError(RuntimeError):
 class DataConfig:
     """The `data:` section of params.yaml."""
 
-    name: str = "digits"
+    name: str = checked(
+        "digits", Rule(lambda v: v in DATASETS, "unknown data set '{value}'; known: " + _KNOWN)
+    )
     root: str = "data/raw"  # where torchvision data sets and image folders live
     binarize: bool = False  # threshold at half intensity -> levels = 2
-    image_size: int | None = None  # resize (image_folder, or to fit a model); None keeps native
-    channels: int | None = None  # image_folder: 1 (grayscale) or 3 (RGB); default 3
-    test_fraction: float = 0.2  # digits / image_folder: stratified hold-out
-    val_fraction: float = 0.1  # of the training split, held out for choices made while training
+    # Resize (image_folder, or to fit a model); None keeps native.
+    image_size: int | None = checked(
+        None,
+        Rule(lambda v: 4 <= v <= 512, WITH_VALUE + " must be between 4 and 512 (or null)"),
+    )
+    # image_folder: 1 (grayscale) or 3 (RGB); default 3.
+    channels: int | None = checked(
+        None, Rule(lambda v: v in (1, 3), WITH_VALUE + " is not allowed; choose 1 or 3")
+    )
+    # digits / image_folder: stratified hold-out.
+    test_fraction: float = checked(0.2, in_open(0, 1, name=KEY_ONLY))
+    # Of the training split, held out for choices made while training.
+    val_fraction: float = checked(0.1, in_open(0, 0.5))
     # The data's own seed (split, mixture draws, typeset renders): the ruler every run is measured
     # with, fixed apart from the training seed so that changing `seed` never changes the data.
-    seed: int = 0
-    n_train: int = 10000  # mixture: training images drawn
-    n_test: int = 2000  # mixture: test images drawn
-    mixture_sigma: float = 1.5  # mixture: spread of each template pixel, in intensity levels
+    seed: int = checked(0, at_least(0))
+    n_train: int = checked(10000, _DRAWS)  # mixture: training images drawn
+    n_test: int = checked(2000, _DRAWS)  # mixture: test images drawn
+    # mixture: spread of each template pixel, in intensity levels.
+    mixture_sigma: float = checked(1.5, positive(name=KEY_ONLY))
     # Captions for text-to-image models: "auto" builds them from the class and measured
     # thickness / slant / size; a path names a JSON-lines file for an image folder; "none".
     captions: str = "auto"
     # Domains for translation models: typeset (the images + typeset digits in each style) |
     # cyclegan_folder | domain_folders | attribute_csv (under domains_root) | none.
-    domains: str = "typeset"
+    domains: str = checked("typeset", one_of(DOMAIN_SOURCES))
     domains_root: str = "data/raw/domains"
     typeset_styles: list[str] = field(default_factory=lambda: ["bold", "serif"])
 
     def validate(self, section: str = "data") -> None:
-        require(
-            self.name in DATASETS,
-            f"unknown data set '{self.name}'; known: {', '.join(DATASETS)}",
-        )
-        require(0.0 < self.test_fraction < 1.0, f"{section}.test_fraction must be in (0, 1)")
-        require(
-            0.0 < self.val_fraction < 0.5,
-            f"{section}.val_fraction={self.val_fraction} must be in (0, 0.5)",
-        )
-        require(self.seed >= 0, f"{section}.seed={self.seed} must be >= 0")
-        require(
-            self.image_size is None or 4 <= self.image_size <= 512,
-            f"{section}.image_size={self.image_size} must be between 4 and 512 (or null)",
-        )
-        require(
-            self.channels in (None, 1, 3),
-            f"{section}.channels={self.channels} is not allowed; choose 1 or 3",
-        )
-        require(self.n_train > 0 and self.n_test > 0, f"{section}.n_train and n_test must be > 0")
-        require(self.mixture_sigma > 0, f"{section}.mixture_sigma must be > 0")
-        require(
-            self.domains in DOMAIN_SOURCES,
-            f"{section}.domains={self.domains!r} is not allowed; choose one of: "
-            f"{', '.join(DOMAIN_SOURCES)}",
-        )
         for style in self.typeset_styles:
             require(
                 style in TYPESET_STYLES,

@@ -10,7 +10,16 @@ from typing import Any, Literal
 import yaml
 
 from gen.classifier import ClassifierConfig
-from gen.config import ConfigError, from_dict, require
+from gen.config import (
+    KEY_ONLY,
+    ConfigError,
+    at_least,
+    checked,
+    from_dict,
+    in_range,
+    positive,
+    require,
+)
 from gen.data import DataConfig
 from gen.registry import MODELS, check_data, model_class
 
@@ -92,41 +101,31 @@ MAX_SAMPLES = 200_000  # samples are held in memory; 50,000 is the usual FID cou
 class EvalSettings:
     """The `eval:` section."""
 
-    n_samples: int = 1000
+    n_samples: int = checked(
+        1000, in_range(2, MAX_SAMPLES, note="FID is usually reported at 50000")
+    )
     feature_extractor: Literal["classifier", "inception-v3-compat"] = "classifier"
     inception_weights: str | None = None  # local path to torch-fidelity's Inception weights
-    iwae_k: int = 100
-    batch_size: int = 500
-    kid_subset_size: int = 1000  # capped at the smaller of the two sets
-    n_boot: int = 20  # bootstrap resamples of the samples: each FID/KID's own sampling spread
-    reference_draws: int = 5  # draws of real training images for the `data` row
-
-    def validate(self, section: str = "eval") -> None:
-        require(
-            2 <= self.n_samples <= MAX_SAMPLES,
-            f"{section}.n_samples={self.n_samples} must be in 2..{MAX_SAMPLES} "
-            "(FID is usually reported at 50000)",
-        )
-        require(self.iwae_k >= 1, f"{section}.iwae_k={self.iwae_k} must be >= 1")
-        require(self.batch_size > 0, f"{section}.batch_size must be > 0")
-        require(self.kid_subset_size >= 2, f"{section}.kid_subset_size must be >= 2")
-        require(self.n_boot >= 2, f"{section}.n_boot={self.n_boot} must be >= 2")
-        require(
-            self.reference_draws >= 1,
-            f"{section}.reference_draws={self.reference_draws} must be >= 1",
-        )
+    iwae_k: int = checked(100, at_least(1))
+    batch_size: int = checked(500, positive(name=KEY_ONLY))
+    # Capped at the smaller of the two sets.
+    kid_subset_size: int = checked(1000, at_least(2, name=KEY_ONLY))
+    # Bootstrap resamples of the samples: each FID/KID's own sampling spread.
+    n_boot: int = checked(20, at_least(2))
+    # Draws of real training images for the `data` row.
+    reference_draws: int = checked(5, at_least(1))
 
 
 @dataclass
 class BenchmarkSettings:
     models: list[str] = field(default_factory=lambda: list(MODELS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # training seeds per model
-    jobs: int = 1  # experiments at once (dvc exp run --temp); jobs x threads = cores
+    # Experiments at once (dvc exp run --temp); jobs x threads = cores.
+    jobs: int = checked(1, in_range(1, 64))
 
     def validate(self, section: str = "benchmark") -> None:
         require(len(self.models) > 0, f"{section}.models must name at least one model")
         require(len(self.seeds) > 0, f"{section}.seeds must name at least one seed")
-        require(1 <= self.jobs <= 64, f"{section}.jobs={self.jobs} must be in 1..64")
         require(
             len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0,
             f"{section}.seeds={self.seeds} must be distinct integers >= 0",

@@ -119,3 +119,49 @@ def test_unknown_model_lists_the_known_models():
     message = str(info.value)
     assert "'nope'" in message
     assert all(name in message for name in MODELS)
+
+
+@pytest.mark.parametrize(
+    "cls, section, values, message",
+    [
+        (MODELS["vae"].Config, "vae", {"lr": 2}, "vae.lr=2.0 must be <= 1 (Adam's step size)"),
+        (MODELS["dcgan"].Config, "dcgan", {"beta2": 1}, "dcgan.beta1/beta2 must be in [0, 1)"),
+        (MODELS["ae"].Config, "ae", {"weight_decay": -1}, "ae.weight_decay must be >= 0"),
+        (MODELS["aae"].Config, "aae", {"latent_dim": 0}, "aae.latent_dim=0 must be > 0"),
+        (
+            MODELS["pixelrnn_row"].Config,
+            "pixelrnn_row",
+            {"kernel": 4},
+            "pixelrnn_row.kernel=4 must be an odd number >= 3",
+        ),
+        (
+            MODELS["pixelcnn"].Config,
+            "pixelcnn",
+            {"dropout": 1},
+            "pixelcnn.dropout=1.0 must be in [0, 1)",
+        ),
+        (
+            MODELS["gan"].Config,
+            "gan",
+            {"g_hidden": [256, 0]},
+            "gan.g_hidden=[256, 0] must be a non-empty list of sizes > 0",
+        ),
+        (
+            MODELS["cyclegan"].Config,
+            "cyclegan",
+            {"g_downsamplings": -1},
+            "cyclegan.g_downsamplings=-1 must be >= 0 (or null)",
+        ),
+        (DataConfig, "data", {"val_fraction": 0.5}, "data.val_fraction=0.5 must be in (0, 0.5)"),
+        (DataConfig, "data", {"n_test": 0}, "data.n_train and n_test must be > 0"),
+        (
+            DataConfig,
+            "data",
+            {"domains": "zebras"},
+            "data.domains='zebras' is not allowed; choose one of: "
+            "typeset, cyclegan_folder, domain_folders, attribute_csv, none",
+        ),
+    ],
+)
+def test_field_rules_keep_their_messages(cls, section, values, message):
+    assert config_error(cls, section, values) == message

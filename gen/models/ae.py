@@ -15,12 +15,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from gen.config import require
+from gen.config import checked, positive, require
 from gen.data import DataMeta, to_unit
-from gen.models.base import GenerativeModel, ModelConfig, randn
+from gen.models.base import GenerativeModel, randn
 from gen.models.gan import d_loss_terms, g_loss
 from gen.models.vae import (
     DecodesPixels,
+    VAEConfig,
     conv_decoder,
     conv_encoder,
     pixel_log_likelihood,
@@ -34,16 +35,8 @@ MIXTURE_STD = 0.5
 
 
 @dataclass
-class AEConfig(ModelConfig):
-    steps: int = 2000
-    lr: float = 1e-3
-    latent_dim: int = 16
-    hidden: int = 32  # feature maps of the first conv layer; doubled at each downsampling
-
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        require(self.latent_dim > 0, f"{section}.latent_dim={self.latent_dim} must be > 0")
-        require(self.hidden > 0, f"{section}.hidden={self.hidden} must be > 0")
+class AEConfig(VAEConfig):
+    """The VAE's sizes and recipe: the autoencoders reuse its conv encoder and decoder."""
 
 
 class ConvAutoencoder(DecodesPixels, GenerativeModel):
@@ -140,17 +133,12 @@ class AAEConfig(AEConfig):
     # gaussian: N(0, I); mixture: 10 Gaussians on a circle in dims 1-2 (N(0, 1) in the others);
     # uniform: U(-1, 1) in every dim.
     prior: Literal["gaussian", "mixture", "uniform"] = "gaussian"
-    disc_hidden: int = 64  # width of the latent discriminator's two hidden layers
+    # Width of the latent discriminator's two hidden layers.
+    disc_hidden: int = checked(64, positive())
     latent_dim: int = 8
     beta1: float = 0.5  # as for GANs: momentum makes the adversarial phases oscillate
 
     def validate(self, section: str) -> None:
-        super().validate(section)
-        require(
-            self.prior in PRIORS,
-            f"{section}.prior={self.prior!r} is not allowed; choose one of: {', '.join(PRIORS)}",
-        )
-        require(self.disc_hidden > 0, f"{section}.disc_hidden={self.disc_hidden} must be > 0")
         require(
             self.prior != "mixture" or self.latent_dim >= 2,
             f"{section}.latent_dim={self.latent_dim} must be >= 2 for prior: mixture",

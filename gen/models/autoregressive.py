@@ -8,18 +8,30 @@ pixel may depend on the earlier pixels and on input channels < g of the same pix
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen.config import checked, in_half_open, odd_at_least
 from gen.data import to_unit
-from gen.models.base import GenerativeModel
+from gen.models.base import GenerativeModel, ModelConfig
 from gen.nn import (
     categorical_from_uniform,
     categorical_log_prob,
     channel_groups,
     check_mask_args,
 )
+
+
+@dataclass
+class AutoregressiveConfig(ModelConfig):
+    """What PixelCNN, the gated PixelCNN and PixelRNN share: a mask-A first convolution on the
+    image, and dropout inside the stack."""
+
+    first_kernel: int = checked(7, odd_at_least(3))  # the mask-A convolution on the image
+    dropout: float = checked(0.1, in_half_open(0, 1))
 
 
 class RowMaskedConv2d(nn.Conv2d):

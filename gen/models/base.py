@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from gen.config import require
+from gen.config import KEY_ONLY, at_least, at_most, checked, in_half_open, positive
 from gen.data import DataMeta
 
 # Model families -> their section titles in the report, in the report's order. Every model class
@@ -22,30 +22,23 @@ FAMILIES: dict[str, str] = {
     "translation": "Image-to-image translation",
 }
 
+_BETA = in_half_open(0, 1, name="{section}.beta1/beta2")  # one message for both betas
+
 
 @dataclass
 class ModelConfig:
-    """Fields every model section has: its own optimisation recipe (the model owns it)."""
+    """Fields every model section has: its own optimisation recipe (the model owns it). A
+    model's config that only changes a default here keeps the field's rules."""
 
-    steps: int = 2000  # training steps; one step runs every phase once
-    batch_size: int = 64
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 0.0
-    grad_clip: float = 0.0  # max global grad norm per phase; 0 disables
-
-    def validate(self, section: str) -> None:
-        require(self.steps >= 0, f"{section}.steps={self.steps} must be >= 0")
-        require(self.batch_size > 0, f"{section}.batch_size={self.batch_size} must be > 0")
-        require(self.lr > 0, f"{section}.lr={self.lr} must be > 0")
-        # Adam's step is about lr per weight: above 1 every model here diverges at once.
-        require(self.lr <= 1, f"{section}.lr={self.lr} must be <= 1 (Adam's step size)")
-        require(
-            0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"{section}.beta1/beta2 must be in [0, 1)"
-        )
-        require(self.weight_decay >= 0, f"{section}.weight_decay must be >= 0")
-        require(self.grad_clip >= 0, f"{section}.grad_clip must be >= 0")
+    steps: int = checked(2000, at_least(0))  # training steps; one step runs every phase once
+    batch_size: int = checked(64, positive())
+    # Adam's step is about lr per weight: above 1 every model here diverges at once.
+    lr: float = checked(1e-3, positive(), at_most(1, note="Adam's step size"))
+    beta1: float = checked(0.9, _BETA)
+    beta2: float = checked(0.999, _BETA)
+    weight_decay: float = checked(0.0, at_least(0, name=KEY_ONLY))
+    # Max global grad norm per phase; 0 disables.
+    grad_clip: float = checked(0.0, at_least(0, name=KEY_ONLY))
 
 
 class GenerativeModel(nn.Module):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gen.config import require
+from gen.config import checked, positive
 from gen.data import DataMeta
 from gen.models.base import GenerativeModel, ModelConfig
 from gen.nn import categorical_log_prob, sample_categorical
@@ -15,11 +15,7 @@ from gen.nn import categorical_log_prob, sample_categorical
 @dataclass
 class BaselineConfig(ModelConfig):
     steps: int = 0  # fitted by counting: no gradient steps
-    alpha: float = 1.0  # additive (Laplace) smoothing of the counts
-
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        require(self.alpha > 0, f"{section}.alpha={self.alpha} must be > 0")
+    alpha: float = checked(1.0, positive())  # additive (Laplace) smoothing of the counts
 
 
 class Baseline(GenerativeModel):

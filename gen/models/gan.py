@@ -11,11 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.config import ConfigError, require
+from gen.config import ConfigError, Rule, checked, in_half_open, positive, require
 from gen.data import DataMeta, from_unit, to_unit
 from gen.models.base import GenerativeModel, ModelConfig, randn
 
 DCGAN_SIZES = (8, 16, 32, 64)
+_SIZES = Rule(  # layer widths
+    lambda sizes: len(sizes) > 0 and all(s > 0 for s in sizes),
+    "{section}.{key}={value} must be a non-empty list of sizes > 0",
+)
 
 
 @dataclass
@@ -25,33 +29,23 @@ class AdversarialConfig(ModelConfig):
     steps: int = 2000
     lr: float = 2e-4
     beta1: float = 0.5
-    z_dim: int = 32
+    z_dim: int = checked(32, positive())
     # "minimax": G minimises log(1 - D(G(z))), the original objective, whose gradient vanishes
     # when D wins early; "non_saturating": G maximises log D(G(z)) instead (the seeds' flip).
     gan_loss: Literal["non_saturating", "minimax"] = "non_saturating"
-    d_steps: int = 1  # k: discriminator steps per generator step
+    d_steps: int = checked(1, positive())  # k: discriminator steps per generator step
     # "fresh": every D step and the G step draw their own noise (the seeds' algorithm);
     # "shared": the G step reuses the last D step's fakes, made once with their graph, as the
     # PyTorch DCGAN example and PyTorch-GAN do: one generator forward per step fewer.
     fakes: Literal["fresh", "shared"] = "fresh"
-
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        for key in ("z_dim", "d_steps"):
-            require(getattr(self, key) > 0, f"{section}.{key}={getattr(self, key)} must be > 0")
 
 
 @dataclass
 class GANConfig(AdversarialConfig):
     """DCGAN: conv nets whose widths start from these channel counts."""
 
-    g_channels: int = 64
-    d_channels: int = 64
-
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        for key in ("g_channels", "d_channels"):
-            require(getattr(self, key) > 0, f"{section}.{key}={getattr(self, key)} must be > 0")
+    g_channels: int = checked(64, positive())
+    d_channels: int = checked(64, positive())
 
 
 @dataclass
@@ -60,22 +54,13 @@ class MLPGANConfig(AdversarialConfig):
 
     steps: int = 3000
     gan_loss: Literal["non_saturating", "minimax"] = "minimax"  # the paper's objective
-    g_hidden: tuple[int, ...] = (256, 512)
-    d_hidden: tuple[int, ...] = (512, 256)
-    dropout: float = 0.3  # in the discriminator, as in Goodfellow et al.
+    g_hidden: tuple[int, ...] = checked((256, 512), _SIZES)
+    d_hidden: tuple[int, ...] = checked((512, 256), _SIZES)
+    # In the discriminator, as in Goodfellow et al.
+    dropout: float = checked(0.3, in_half_open(0, 1))
     # BatchNorm after each hidden layer of G: not in the 2014 paper, but without it a fully
     # connected G collapses onto a few modes of the digits (FID 600-2000 vs ~25 with it).
     g_batchnorm: bool = True
-
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        for key in ("g_hidden", "d_hidden"):
-            sizes = list(getattr(self, key))
-            require(
-                len(sizes) > 0 and all(s > 0 for s in sizes),
-                f"{section}.{key}={sizes} must be a non-empty list of sizes > 0",
-            )
-        require(0 <= self.dropout < 1, f"{section}.dropout={self.dropout} must be in [0, 1)")
 
 
 def d_loss_terms(real_logit: torch.Tensor, fake_logit: torch.Tensor) -> dict[str, torch.Tensor]:

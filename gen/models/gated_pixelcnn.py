@@ -21,37 +21,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.config import require
+from gen.config import at_least, checked, odd_at_least, positive, require
 from gen.data import DataMeta, to_unit
 from gen.models.autoregressive import (
+    AutoregressiveConfig,
     AutoregressiveModel,
     RowMaskedConv2d,
     shift_down,
     split_groups,
 )
-from gen.models.base import ModelConfig
 from gen.nn import MaskedConv2d, categorical_log_prob
 
 
 @dataclass
-class GatedPixelCNNConfig(ModelConfig):
+class GatedPixelCNNConfig(AutoregressiveConfig):
+    """`dropout` is on the horizontal stack's gated output."""
+
     steps: int = 1000
     lr: float = 2e-3
-    channels: int = 32  # feature maps of each stack (a multiple of the data's channels)
-    layers: int = 5  # gated layers after the first one
-    kernel: int = 3  # k of the later layers
-    first_kernel: int = 7  # k of the first layer
-    dropout: float = 0.1  # on the horizontal stack's gated output
+    # Feature maps of each stack (a multiple of the data's channels).
+    channels: int = checked(32, positive())
+    layers: int = checked(5, at_least(0))  # gated layers after the first one
+    kernel: int = checked(3, odd_at_least(3))  # k of the later layers
     conditional: bool = False  # condition on the class label (a bias in every gated layer)
-
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        require(self.channels > 0, f"{section}.channels={self.channels} must be > 0")
-        require(self.layers >= 0, f"{section}.layers={self.layers} must be >= 0")
-        for key in ("kernel", "first_kernel"):
-            k = getattr(self, key)
-            require(k % 2 == 1 and k >= 3, f"{section}.{key}={k} must be an odd number >= 3")
-        require(0 <= self.dropout < 1, f"{section}.dropout={self.dropout} must be in [0, 1)")
 
 
 def _gate(pre: torch.Tensor, data_channels: int) -> torch.Tensor:

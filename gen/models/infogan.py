@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.config import require
+from gen.config import at_least, checked, positive
 from gen.data import DataMeta
 from gen.models.base import randn
 from gen.models.gan import (
@@ -31,17 +31,12 @@ class InfoGANConfig(GANConfig):
     z_dim: int = 8  # incompressible noise; the generator input is z_dim + n_categories + n_cont.
     g_channels: int = 32
     d_channels: int = 32
-    n_categories: int = 10  # size of the categorical code
-    n_continuous: int = 2  # continuous codes, each uniform on [-1, 1]
-    info_weight: float = 1.0  # lambda: weight of the mutual-information term in both G and D/Q
-    q_hidden: int = 128  # width of Q's hidden layer on top of the shared discriminator body
-
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        require(self.n_categories >= 2, f"{section}.n_categories={self.n_categories} must be >= 2")
-        require(self.n_continuous >= 0, f"{section}.n_continuous={self.n_continuous} must be >= 0")
-        require(self.info_weight >= 0, f"{section}.info_weight={self.info_weight} must be >= 0")
-        require(self.q_hidden > 0, f"{section}.q_hidden={self.q_hidden} must be > 0")
+    n_categories: int = checked(10, at_least(2))  # size of the categorical code
+    n_continuous: int = checked(2, at_least(0))  # continuous codes, each uniform on [-1, 1]
+    # lambda: weight of the mutual-information term in both G and D/Q.
+    info_weight: float = checked(1.0, at_least(0))
+    # Width of Q's hidden layer on top of the shared discriminator body.
+    q_hidden: int = checked(128, positive())
 
 
 class InfoDiscriminator(nn.Module):

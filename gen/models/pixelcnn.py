@@ -7,31 +7,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gen.config import require
+from gen.config import at_least, checked, positive, require
 from gen.data import DataMeta, to_unit
-from gen.models.autoregressive import AutoregressiveModel
-from gen.models.base import ModelConfig
+from gen.models.autoregressive import AutoregressiveConfig, AutoregressiveModel
 from gen.nn import MaskedConv2d
 
 
 @dataclass
-class PixelCNNConfig(ModelConfig):
+class PixelCNNConfig(AutoregressiveConfig):
     steps: int = 3000
-    lr: float = 1e-3
-    channels: int = 64  # hidden feature maps (a multiple of the data's channels)
-    layers: int = 5  # residual blocks with mask-B 3x3 convolutions after the first 7x7 mask-A one
-    first_kernel: int = 7
+    # Hidden feature maps (a multiple of the data's channels).
+    channels: int = checked(64, positive())
+    # Residual blocks with mask-B 3x3 convolutions after the first 7x7 mask-A one.
+    layers: int = checked(5, at_least(0))
     dropout: float = 0.0
-
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        require(self.channels > 0, f"{section}.channels={self.channels} must be > 0")
-        require(self.layers >= 0, f"{section}.layers={self.layers} must be >= 0")
-        require(
-            self.first_kernel % 2 == 1 and self.first_kernel >= 3,
-            f"{section}.first_kernel={self.first_kernel} must be an odd number >= 3",
-        )
-        require(0 <= self.dropout < 1, f"{section}.dropout={self.dropout} must be in [0, 1)")
 
 
 class _ResidualBlock(nn.Module):

@@ -29,48 +29,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.config import require
+from gen.config import at_least, checked, odd_at_least, positive, require
 from gen.data import DataMeta, to_unit
 from gen.models.autoregressive import (
+    AutoregressiveConfig,
     AutoregressiveModel,
     RowMaskedConv2d,
     shift_down,
     split_groups,
 )
-from gen.models.base import ModelConfig
 from gen.nn import MaskedConv2d
 
 
 @dataclass
-class PixelRNNConfig(ModelConfig):
+class PixelRNNConfig(AutoregressiveConfig):
+    """`dropout` is on the LSTM output, before the residual projection."""
+
     steps: int = 1000
     lr: float = 2e-3
-    hidden: int = 32  # LSTM state size = width of the residual stream (a multiple of channels)
-    layers: int = 2  # residual LSTM layers after the first mask-A convolution
-    first_kernel: int = 7  # the mask-A convolution on the image
-    dropout: float = 0.1  # on the LSTM output, before the residual projection
-
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        require(self.hidden > 0, f"{section}.hidden={self.hidden} must be > 0")
-        require(self.layers >= 1, f"{section}.layers={self.layers} must be >= 1")
-        require(
-            self.first_kernel % 2 == 1 and self.first_kernel >= 3,
-            f"{section}.first_kernel={self.first_kernel} must be an odd number >= 3",
-        )
-        require(0 <= self.dropout < 1, f"{section}.dropout={self.dropout} must be in [0, 1)")
+    # LSTM state size = width of the residual stream (a multiple of channels).
+    hidden: int = checked(32, positive())
+    layers: int = checked(2, at_least(1))  # residual LSTM layers after the first mask-A convolution
 
 
 @dataclass
 class RowLSTMConfig(PixelRNNConfig):
-    kernel: int = 3  # width k of the 1 x k input-to-state convolution
-
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        require(
-            self.kernel % 2 == 1 and self.kernel >= 3,
-            f"{section}.kernel={self.kernel} must be an odd number >= 3",
-        )
+    kernel: int = checked(3, odd_at_least(3))  # width k of the 1 x k input-to-state convolution
 
 
 @dataclass

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.config import require
+from gen.config import at_least, checked, positive, require
 from gen.data import DataMeta, from_unit
 from gen.models.gan import AdversarialConfig, AdversarialModel, d_loss_terms
 
@@ -34,25 +34,23 @@ class ProGANConfig(AdversarialConfig):
     beta2: float = 0.99
     z_dim: int = 64
     # Channels at 4x4, halved at each doubling of the resolution (never below min(this, 16)).
-    g_channels: int = 64
-    d_channels: int = 64
-    stage_steps: int = 600  # steps at each resolution before the next one is added
+    g_channels: int = checked(64, positive())
+    d_channels: int = checked(64, positive())
+    # Steps at each resolution before the next one is added.
+    stage_steps: int = checked(600, positive())
     fade_steps: int = 300  # of those, the first ones fade the new resolution in (0: no fade)
-    mbstd_group: int = 4  # images per minibatch-stddev group (the whole batch if it won't divide)
+    # Images per minibatch-stddev group (the whole batch if it won't divide).
+    mbstd_group: int = checked(4, positive())
     # R1 (Mescheder et al., 2018): gamma/2 * E|grad_x D(x)|^2 on real images, added to D's loss;
     # it keeps the logistic loss stable without the paper's WGAN-GP. 0 disables it.
-    r1_gamma: float = 0.0
+    r1_gamma: float = checked(0.0, at_least(0))
 
     def validate(self, section: str) -> None:
-        super().validate(section)
-        for key in ("g_channels", "d_channels", "stage_steps", "mbstd_group"):
-            require(getattr(self, key) > 0, f"{section}.{key}={getattr(self, key)} must be > 0")
         require(
             0 <= self.fade_steps <= self.stage_steps,
             f"{section}.fade_steps={self.fade_steps} must be in "
             f"[0, stage_steps={self.stage_steps}]",
         )
-        require(self.r1_gamma >= 0, f"{section}.r1_gamma={self.r1_gamma} must be >= 0")
 
 
 def schedule(step: int, n_stages: int, stage_steps: int, fade_steps: int) -> tuple[int, float]:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.config import require
+from gen.config import at_least, checked, positive, require
 from gen.data import DataMeta, from_unit, to_unit
 from gen.models.base import randn
 from gen.models.gan import (
@@ -36,15 +36,10 @@ class PuzzleGANConfig(GANConfig):
     z_dim: int = 16
     g_channels: int = 32
     d_channels: int = 32
-    n_patches: int = 3  # key patches given to the generator
-    patch_size: int = 2  # side of each square patch, in pixels
-    rec_weight: float = 10.0  # weight of the L1 reconstruction of the whole image
-
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        require(self.n_patches > 0, f"{section}.n_patches={self.n_patches} must be > 0")
-        require(self.patch_size > 0, f"{section}.patch_size={self.patch_size} must be > 0")
-        require(self.rec_weight >= 0, f"{section}.rec_weight={self.rec_weight} must be >= 0")
+    n_patches: int = checked(3, positive())  # key patches given to the generator
+    patch_size: int = checked(2, positive())  # side of each square patch, in pixels
+    # Weight of the L1 reconstruction of the whole image.
+    rec_weight: float = checked(10.0, at_least(0))
 
 
 def key_patch_mask(x: torch.Tensor, n_patches: int, size: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from gen.captions import PAD, check_vocab
-from gen.config import require
+from gen.config import checked, positive
 from gen.data import DataMeta, from_unit
 from gen.models.base import randn
 from gen.models.gan import (
@@ -35,13 +35,9 @@ class Text2ImageConfig(GANConfig):
     z_dim: int = 32
     g_channels: int = 32
     d_channels: int = 32
-    embed_dim: int = 32  # word embedding size
-    text_dim: int = 32  # size of the caption embedding each of G and D computes
-
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        for key in ("embed_dim", "text_dim"):
-            require(getattr(self, key) > 0, f"{section}.{key}={getattr(self, key)} must be > 0")
+    embed_dim: int = checked(32, positive())  # word embedding size
+    # Size of the caption embedding each of G and D computes.
+    text_dim: int = checked(32, positive())
 
 
 class TextEncoder(nn.Module):

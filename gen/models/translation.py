@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.config import require
+from gen.config import at_least, checked, positive, require
 from gen.data import DataMeta, from_unit, to_unit
 from gen.models.base import GenerativeModel, ModelConfig
 from gen.models.gan import AdversarialModel, dcgan_init
@@ -34,14 +34,18 @@ class TranslationConfig(ModelConfig):
     # "least_squares" (LSGAN, CycleGAN's choice): D regresses real -> 1, fake -> 0 and G pushes
     # its fakes to 1; "non_saturating": the cross-entropy GAN with G maximising log D(G(x)).
     gan_loss: Literal["least_squares", "non_saturating"] = "least_squares"
-    d_steps: int = 1  # k: discriminator steps per generator step
-    g_channels: int = 32  # generator feature maps at full resolution; doubled per downsampling
-    d_channels: int = 32  # discriminator feature maps at full resolution; doubled likewise
-    res_blocks: int = 2  # residual blocks of the generator, at its lowest resolution
-    max_downsamplings: int = 2  # stride-2 halvings in both nets (fewer on small images)
+    d_steps: int = checked(1, positive())  # k: discriminator steps per generator step
+    # Generator feature maps at full resolution; doubled per downsampling.
+    g_channels: int = checked(32, positive())
+    # Discriminator feature maps at full resolution; doubled likewise.
+    d_channels: int = checked(32, positive())
+    # Residual blocks of the generator, at its lowest resolution.
+    res_blocks: int = checked(2, at_least(0))
+    # Stride-2 halvings in both nets (fewer on small images).
+    max_downsamplings: int = checked(2, at_least(0))
     # The generator's own, if not max_downsamplings: 0 keeps its edits local (its receptive
     # field is then 5 + 4 * res_blocks pixels) while D still judges the whole image.
-    g_downsamplings: int | None = None
+    g_downsamplings: int | None = checked(None, at_least(0, note="or null"))
     # G edits its input, tanh(atanh(x) + f(x)), instead of drawing the image anew (see
     # ConvGenerator): on digits it keeps the digit a translation shows.
     edit: bool = True
@@ -49,29 +53,13 @@ class TranslationConfig(ModelConfig):
     # a translation before it is translated back in the cycle / reconstruction loss. Without it
     # G can hide the source in faint pixels ("CycleGAN, a master of steganography", Chu et al.,
     # 2017) and come back from a relabelled digit; noise makes the way back need what is seen.
-    cycle_noise: float = 0.0
+    cycle_noise: float = checked(0.0, at_least(0))
     # Semantic consistency (CyCADA, Hoffman et al., 2018): D also classifies the digits of real
     # images, and G is penalised when D reads another digit in a translation than its source's
     # label. The cycle cannot see a consistent relabelling (A's 4 -> B's 1 -> A's 4); this term
     # can, at the price of using the training images' class labels (the data's own, never the
     # evaluation classifier). 0 is the papers' label-free translation.
-    semantic_weight: float = 0.0
-
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        require(self.cycle_noise >= 0, f"{section}.cycle_noise={self.cycle_noise} must be >= 0")
-        require(
-            self.semantic_weight >= 0,
-            f"{section}.semantic_weight={self.semantic_weight} must be >= 0",
-        )
-        require(
-            self.g_downsamplings is None or self.g_downsamplings >= 0,
-            f"{section}.g_downsamplings={self.g_downsamplings} must be >= 0 (or null)",
-        )
-        for key in ("d_steps", "g_channels", "d_channels"):
-            require(getattr(self, key) > 0, f"{section}.{key}={getattr(self, key)} must be > 0")
-        for key in ("res_blocks", "max_downsamplings"):
-            require(getattr(self, key) >= 0, f"{section}.{key}={getattr(self, key)} must be >= 0")
+    semantic_weight: float = checked(0.0, at_least(0))
 
 
 # ------------------------------------------------------------------------------------- nets
@@ -363,19 +351,17 @@ class TranslationModel(GenerativeModel):
 class CycleGANConfig(TranslationConfig):
     domain_a: str = "handwritten"  # names in the data's domains (meta.extra["domains"])
     domain_b: str = "serif"
-    cycle_weight: float = 10.0  # lambda of the L1 cycle-consistency loss, both directions
+    # Lambda of the L1 cycle-consistency loss, both directions.
+    cycle_weight: float = checked(10.0, at_least(0))
     # Identity loss |G_AB(b) - b| + |G_BA(a) - a|, weighted identity_weight * cycle_weight as in
     # the paper (0.5 there for photo <-> painting); 0 disables it.
-    identity_weight: float = 0.5
+    identity_weight: float = checked(0.5, at_least(0))
 
     def validate(self, section: str) -> None:
-        super().validate(section)
         require(
             self.domain_a != self.domain_b,
             f"{section}.domain_a and domain_b are both {self.domain_a!r}; name two domains",
         )
-        for key in ("cycle_weight", "identity_weight"):
-            require(getattr(self, key) >= 0, f"{section}.{key}={getattr(self, key)} must be >= 0")
 
 
 class CycleGAN(TranslationModel):
@@ -485,13 +471,10 @@ class CycleGAN(TranslationModel):
 # ------------------------------------------------------------------------------------ StarGAN
 @dataclass
 class StarGANConfig(TranslationConfig):
-    cls_weight: float = 1.0  # lambda_cls: domain classification, of reals in D and fakes in G
-    rec_weight: float = 10.0  # lambda_rec: L1 of G(G(x, target), source) against x
-
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        for key in ("cls_weight", "rec_weight"):
-            require(getattr(self, key) >= 0, f"{section}.{key}={getattr(self, key)} must be >= 0")
+    # lambda_cls: domain classification, of reals in D and fakes in G.
+    cls_weight: float = checked(1.0, at_least(0))
+    # lambda_rec: L1 of G(G(x, target), source) against x.
+    rec_weight: float = checked(10.0, at_least(0))
 
 
 class StarGAN(TranslationModel):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.config import require
+from gen.config import checked, positive
 from gen.data import DataMeta, to_unit
 from gen.models.base import GenerativeModel, ModelConfig, randn
 from gen.nn import categorical_log_prob, sample_categorical
@@ -21,15 +21,11 @@ from gen.nn import categorical_log_prob, sample_categorical
 
 @dataclass
 class VAEConfig(ModelConfig):
-    steps: int = 2000
-    lr: float = 1e-3
-    latent_dim: int = 16
-    hidden: int = 32  # feature maps of the first conv layer; doubled at each downsampling
+    """The conv encoder / decoder's sizes, which the autoencoders (ae.py) share."""
 
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        require(self.latent_dim > 0, f"{section}.latent_dim={self.latent_dim} must be > 0")
-        require(self.hidden > 0, f"{section}.hidden={self.hidden} must be > 0")
+    latent_dim: int = checked(16, positive())
+    # Feature maps of the first conv layer; doubled at each downsampling.
+    hidden: int = checked(32, positive())
 
 
 def _downsamplings(size: int) -> int:
