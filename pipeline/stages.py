@@ -19,19 +19,12 @@ from gen import classifier as clf
 from gen import distributed
 from gen import evaluation as E
 from gen import metrics as M
+from gen.checkpoint import load_checkpoint, model_from_checkpoint, resume_step, run_identity
 from gen.conditions import sampling_conditions, training_data
 from gen.data import Split, dataset_id, load, load_split, save_split
 from gen.models.base import count_params
 from gen.registry import build
-from gen.trainer import (
-    load_checkpoint,
-    model_from_checkpoint,
-    pick_device,
-    resume_step,
-    run_identity,
-    seed_everything,
-    train,
-)
+from gen.trainer import pick_device, seed_everything, train
 from pipeline import provenance, tracking
 from pipeline.curves import write_curve
 from pipeline.params import Params

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from gen.checkpoint import load_checkpoint, model_from_checkpoint
 from gen.data import DataMeta
 from gen.registry import build
-from gen.trainer import load_checkpoint, model_from_checkpoint, seed_everything, train
+from gen.trainer import seed_everything, train
 
 META = DataMeta("digits", 1, 8, 8, levels=17, n_classes=10)
 STEPS = 20
