@@ -133,7 +133,7 @@ def classifier_checkpoint(model: Classifier, cfg: ClassifierConfig) -> dict:
 def load_classifier(path, device: torch.device | str = "cpu") -> Classifier:
     from pathlib import Path
 
-    from gen.trainer import CheckpointError
+    from gen.checkpoint import CheckpointError
 
     path = Path(path)
     if not path.exists():

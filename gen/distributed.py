@@ -1,7 +1,7 @@
 """Training one model in several processes (torchrun + DistributedDataParallel).
 
 Every rank builds the same model from the same seed and draws the same global batches
-(`gen.trainer.Batches`); each takes its own slice of every batch, and DDP averages the
+(`gen.batches.Batches`); each takes its own slice of every batch, and DDP averages the
 gradients, so a step is the single-process step at the same global batch. Rank 0 alone logs
 and writes files. A single-process run never calls into this module beyond `rank_and_world`:
 no process group, no wrapper.
@@ -120,7 +120,7 @@ def rng_states(device: torch.device) -> dict[str, list[torch.Tensor]]:
 
 def set_rng(seed: int, step: int, ckpt: dict[str, Any] | None, device: torch.device) -> None:
     """This rank's RNG: from the checkpoint when it holds this rank's state; else rank 0
-    keeps the stream `seed_everything` started and the other ranks seed their own. A run
+    keeps the stream the trainer seeded and the other ranks seed their own. A run
     resumed with another number of processes continues its weights, optimisers and batches
     exactly, and only the new ranks' noise starts afresh."""
     rank, _ = rank_and_world()

@@ -1,20 +1,21 @@
 """The one training loop: one optimiser per model phase, checkpoints, resume, a metrics callback.
 
-It knows nothing about any model beyond `phases`, `param_groups()` and `loss(x, phase)`.
+It knows nothing about any model beyond `phases`, `param_groups()` and `loss(x, phase)`. A step
+(every phase: zero grads, loss, backward, clip, optimiser step) reads nothing back from the
+device; every N steps a sync point reads the summed losses once and runs the hooks due then
+(validation, logging, checkpoints).
 """
 
 from __future__ import annotations
 
-import math
 import os
-import pickle
 import shutil
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,37 @@ import torch
 import torch.distributed as dist
 
 from gen import distributed
-from gen.config import ConfigError, as_dict
-from gen.data import DataMeta
+from gen.batches import Batches, on_device
+from gen.checkpoint import load_checkpoint, run_identity, same_run, save_checkpoint
+from gen.config import ConfigError
+from gen.loss_sums import LossSums
 from gen.models.base import GenerativeModel
 
 Callback = Callable[[int, dict[str, float]], None]
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be read or does not describe a known model."""
+@dataclass
+class TrainOptions:
+    """How to train, whatever the model: the `train:` keys of params.yaml under their own names
+    (`pipeline.params.TrainSettings.options` fills them) and what a run adds. Every rank of a
+    process group gets the same options."""
+
+    seed: int = 0
+    device: torch.device | str = "cpu"
+    checkpoint: Path | None = None  # resumed from when it matches the run, and written
+    checkpoint_every: int = 500
+    log_every: int = 50
+    val_every: int = 250
+    precision: str = "auto"  # auto: bf16 autocast on CUDA | fp32 | bf16
+    progress: bool | None = None  # None: a bar unless CI is set
+    # Must match for a checkpoint to be resumed (for example hashes of the training code and of
+    # the data), so an edited loss never continues weights trained by the old one.
+    provenance: dict[str, str] | None = None
+    # Opt-in speed: each phase's loss, forward and backward, through `torch.compile` (its random
+    # draws stay eager's, so seeds mean the same), and conv weights and image batches stored
+    # NHWC. Both change float rounding, not the algorithm.
+    compile: bool = False
+    channels_last: bool = False
 
 
 @dataclass
@@ -54,8 +77,10 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
+def deterministic_mode() -> None:
+    """Deterministic kernels for this process (same-seed runs are tested to be bit-identical).
+    The settings are process-wide, so calling it again changes nothing; a process calls it
+    before its first CUDA call, the trainer in case its caller did not."""
     torch.use_deterministic_algorithms(True, warn_only=True)
     # Deterministic mode also fills every new tensor with NaN, against ops that read memory
     # they never wrote (bugs: same-seed runs are tested to be bit-identical). The fill cost
@@ -67,151 +92,6 @@ def seed_everything(seed: int) -> None:
 
 def progress_enabled() -> bool:
     return os.environ.get("CI", "").lower() not in ("1", "true", "yes")
-
-
-class Batches:
-    """Endless shuffled batches; `state()` holds the epoch's order and position, so a resumed
-    run continues mid-epoch with exactly the batches an uninterrupted run would have seen.
-
-    The order is drawn on the CPU (the same batches on every device); a copy of it sits beside
-    the data, so data held on the GPU is indexed there without a host-to-device copy per batch.
-    `shard` = (rank, processes): every rank draws the same order from `seed` and takes its own
-    contiguous slice of each batch, so together the ranks see exactly the global batch.
-    """
-
-    def __init__(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor | None,
-        batch_size: int,
-        seed: int,
-        shard: tuple[int, int] = (0, 1),
-    ) -> None:
-        self.x, self.y, self.batch_size = x, y, min(batch_size, len(x))
-        rank, world = shard
-        self._lo, self._hi = rank * self.batch_size // world, (rank + 1) * self.batch_size // world
-        self.g = torch.Generator().manual_seed(seed)
-        self._set_perm(torch.randperm(len(x), generator=self.g), 0)
-
-    def _set_perm(self, perm: torch.Tensor, pos: int) -> None:
-        self.perm, self.pos = perm, pos
-        self._perm_here = perm.to(self.x.device)
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.pos + self.batch_size > len(self.x):
-            self._set_perm(torch.randperm(len(self.x), generator=self.g), 0)
-        idx = self._perm_here[self.pos + self._lo : self.pos + self._hi]
-        self.pos += self.batch_size
-        return self.x[idx], (None if self.y is None else self.y[idx])
-
-    def state(self) -> dict[str, Any]:
-        return {"rng": self.g.get_state(), "perm": self.perm, "pos": self.pos}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.g.set_state(state["rng"])
-        self._set_perm(state["perm"], state["pos"])
-
-
-def on_device(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    """`t` moved to a CUDA `device` when it takes under a quarter of the free memory (then no
-    batch crosses the bus while training); as it is otherwise (CPU, or too large)."""
-    if t is None or device.type != "cuda" or t.device == device:
-        return t
-    free, _ = torch.cuda.mem_get_info(device)
-    return t.to(device) if t.nbytes < free // 4 else t
-
-
-def _divergence(name: str, phase: str, value: float, first: int, last: int) -> FloatingPointError:
-    """The one-line error of a non-finite loss seen somewhere in steps first..last (1-based)."""
-    where = f"at step {last}" if first == last else f"between steps {first} and {last}"
-    return FloatingPointError(
-        f"{name}: loss of phase '{phase}' became {value} {where} "
-        f"(training diverged; lower {name}.lr or set {name}.grad_clip)"
-    )
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint '{path}' not found; run `genbench train` first")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "GLOBAL" in str(exc):  # a pickled object torch's safe loader would not build
-            raise CheckpointError(
-                f"checkpoint '{path}' was refused: it holds Python objects beyond tensors and "
-                "plain values, and loading them could run code; use checkpoints genbench wrote"
-            ) from None
-        raise CheckpointError(f"checkpoint '{path}' is corrupt (UnpicklingError)") from None
-    except Exception as exc:
-        raise CheckpointError(
-            f"checkpoint '{path}' is corrupt or unreadable ({type(exc).__name__})"
-        ) from None
-    missing = (
-        {"name", "config", "meta", "state_dict"} - set(ckpt) if isinstance(ckpt, dict) else {"all"}
-    )
-    if missing:
-        raise CheckpointError(f"checkpoint '{path}' lacks {', '.join(sorted(missing))}")
-    return ckpt
-
-
-def model_from_checkpoint(
-    ckpt: dict[str, Any], device: torch.device | str = "cpu"
-) -> GenerativeModel:
-    """Rebuild a model from the checkpoint alone: its name, config and data metadata."""
-    from gen.registry import build
-
-    meta = DataMeta(**ckpt["meta"])
-    model = build(ckpt["name"], ckpt["config"], meta)
-    model.load_state_dict(ckpt["state_dict"])
-    return model.to(device).eval()
-
-
-def _same_run(ckpt: dict[str, Any], identity: dict[str, Any]) -> bool:
-    """A checkpoint continues this run if everything but `steps` matches (model, config, data,
-    seed and the code that trains it) and it has not gone past `steps`: raising `steps` trains
-    on, lowering it below the checkpoint's step starts again rather than hand back a model
-    trained for longer than asked."""
-
-    def strip(cfg: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in cfg.items() if k != "steps"}
-
-    same = all(ckpt.get(k) == v for k, v in identity.items() if k != "config")
-    steps = identity["config"].get("steps", 0)
-    return (
-        same
-        and strip(ckpt.get("config", {})) == strip(identity["config"])
-        and int(ckpt.get("step", 0)) <= steps
-    )
-
-
-def run_identity(
-    model: GenerativeModel, seed: int, provenance: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """What a checkpoint must share with a run to be resumed by it (see `_same_run`)."""
-    return {
-        "name": model.name,
-        "config": as_dict(model.cfg),
-        "meta": model.meta.__dict__,
-        "seed": seed,
-        **(provenance or {}),
-    }
-
-
-def resume_step(checkpoint: Path | None, identity: dict[str, Any]) -> int | None:
-    """The step training would resume from with `checkpoint`; None when it starts afresh."""
-    if checkpoint is None or not Path(checkpoint).exists():
-        return None
-    ckpt = load_checkpoint(checkpoint)
-    return int(ckpt.get("step", 0)) if _same_run(ckpt, identity) else None
 
 
 def compiled(loss_of: Callable[..., Any], device: torch.device, world: int) -> Callable[..., Any]:
@@ -231,222 +111,283 @@ def compiled(loss_of: Callable[..., Any], device: torch.device, world: int) -> C
     return torch.compile(loss_of)
 
 
+@dataclass(frozen=True)
+class Hook:
+    """Work of the sync point: every `every` steps, and at the last step when `at_end`."""
+
+    every: int
+    run: Callable[[int], None]  # called with the step just taken
+    at_end: bool = False
+
+    def due(self, step: int, last: int) -> bool:
+        return step % self.every == 0 or (self.at_end and step == last)
+
+
+class Trainer:
+    """Trains `model` for `model.cfg.steps` steps, resuming from `options.checkpoint` when it
+    matches the run. Building it sets the run up (seed, device, optimisers, batches, resume,
+    DDP); `run()` trains.
+
+    `validate()` runs every `val_every` steps and at the end, in eval mode; its figures go to
+    the callback beside the training losses. Inside a process group (torchrun, see
+    `gen.distributed`) each rank trains its slice of every global batch under DDP; every rank
+    must get the same options. Logged losses are means over ranks; only rank 0 runs `validate`
+    and `callback` and writes the checkpoint.
+    """
+
+    def __init__(
+        self,
+        model: GenerativeModel,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor | None = None,
+        options: TrainOptions | None = None,
+        *,
+        callback: Callback | None = None,
+        validate: Callable[[], dict[str, float]] | None = None,
+    ) -> None:
+        self.model, self.cfg = model, model.cfg
+        self.options = options = options or TrainOptions()
+        self.callback, self.validate = callback, validate
+        self.device = torch.device(options.device)
+        self.on_cuda = self.device.type == "cuda"
+        self.rank, self.world = distributed.rank_and_world()
+        deterministic_mode()
+        # Whatever building the model drew, training's draws (noise, dropout) start from the
+        # seed itself, so a run trains the same however its model came to be.
+        torch.manual_seed(options.seed)
+        model.to(self.device)
+        if options.channels_last:
+            model.to(memory_format=torch.channels_last)
+        # Data that fits sits on the GPU for the whole run: batches are indexed there.
+        self.train_x = on_device(train_x, self.device)
+        self.train_y = on_device(train_y, self.device)
+        t_fit = time.perf_counter()
+        model.fit_data(self.train_x.to(self.device))
+        fit_seconds = time.perf_counter() - t_fit
+        cfg = self.cfg
+        adam = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2), "weight_decay": cfg.weight_decay}
+        self.groups = model.param_groups()  # one optimiser per phase, over its parameters
+        self.optimisers = {k: torch.optim.Adam(p, **adam) for k, p in self.groups.items()}
+        self.batches = self._batches()
+        # A model fitted in closed form (counting) consumes no batches: its img/s is n/a.
+        self.result = TrainResult(steps=0, seconds=fit_seconds, images_seen=0)
+        self.identity = run_identity(model, options.seed, options.provenance)
+        resumed = self._resume()
+        self.loss_of = self._loss_function(resumed)
+        use_bf16 = options.precision == "bf16" or (options.precision == "auto" and self.on_cuda)
+        self.autocast = (
+            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+            if use_bf16
+            else nullcontext()
+        )
+        self.steps_left = max(cfg.steps - self.result.steps, 0) if model.phases else 0
+        self.losses = LossSums()
+        self.checked = self.logged = self.result.steps  # steps known finite, and logged
+        self.hooks = self._hooks()
+        self.bar = self._progress_bar()
+
+    def run(self) -> TrainResult:
+        """Train the steps left, then finish the model and write the last checkpoint."""
+        result = self.result
+        self.model.train()
+        t0 = time.perf_counter()
+        for _ in range(self.steps_left):
+            self._step()
+            self.bar.update(1)
+            due = [hook for hook in self.hooks if hook.due(result.steps, self.cfg.steps)]
+            if not due:
+                continue
+            if self.on_cuda:
+                torch.cuda.synchronize(self.device)  # the steps' time includes their kernels
+            result.seconds += time.perf_counter() - t0
+            self._sync_point(due)
+            t0 = time.perf_counter()
+        self.bar.close()
+        self.model.eval()
+        if self.rank == 0:  # the other ranks' copies of the model are not kept
+            with torch.no_grad():
+                self.model.finish_training(self.train_x.to(self.device))
+        if self.options.checkpoint is not None:
+            self._save(result.steps)
+        return result
+
+    def _step(self) -> None:
+        """Every phase in order, each on its own batch; nothing is read back from the device."""
+        model, cfg = self.model, self.cfg
+        model.begin_step(self.result.steps)
+        for phase in model.phases:
+            x, y = self._next_batch()
+            model.zero_grad(set_to_none=True)
+            with self.autocast:
+                terms = self.loss_of(x, phase, y)
+            terms["loss"].backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.groups[phase], cfg.grad_clip)
+            self.optimisers[phase].step()
+            if phase not in model.image_free_phases:
+                self.result.images_seen += len(x) * self.world
+            self.losses.add(phase, terms)
+        self.result.steps += 1
+
+    def _sync_point(self, due: list[Hook]) -> None:
+        """Read the loss sums back (once), stop on a diverged loss, then run the hooks due."""
+        step = self.result.steps
+        self.losses.read(self.world)
+        self.losses.check(self.model.name, self.model.phases, self.checked + 1, step)
+        self.checked = step
+        for hook in due:
+            hook.run(step)
+
+    def _hooks(self) -> list[Hook]:
+        """What the sync point does every N steps, in this order: validation (its row goes into
+        the history before the log's), logging, and last the checkpoint, which then holds both.
+        Periodic work of its own (a quality curve, say) is one more hook before the checkpoint."""
+        o = self.options
+        hooks: list[Hook] = []
+        if self.validate is not None:
+            hooks.append(Hook(o.val_every, self._validation, at_end=True))
+        hooks.append(Hook(o.log_every, self._log, at_end=True))
+        if o.checkpoint is not None:
+            hooks.append(Hook(o.checkpoint_every, self._save))
+        return hooks
+
+    def _validation(self, step: int) -> None:
+        """`validate()`'s figures, in eval mode on rank 0, into the history and the callback."""
+        if self.rank > 0:
+            return
+        self.model.eval()
+        with torch.no_grad():
+            figures = self.validate()
+        self.model.train()
+        self.result.history.append({"step": step, **figures})
+        if self.callback is not None:
+            self.callback(step, figures)
+
+    def _log(self, step: int) -> None:
+        """The loss terms' means over the steps since the last log: a history row, the
+        callback (rank 0) and the progress bar."""
+        row = self.losses.means(step - self.logged)
+        self.result.history.append({"step": step, **row})
+        if self.callback is not None and self.rank == 0:
+            self.callback(step, row)
+        self.bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("loss")})
+        self.losses.reset()
+        self.logged = step
+
+    def _save(self, step: int) -> None:
+        payload = self._snapshot()  # in a process group a collective: every rank takes it
+        if self.rank == 0:
+            save_checkpoint(Path(self.options.checkpoint), payload)
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The checkpoint: the run's identity, and all a resumed run needs to go on exactly."""
+        payload = {
+            **self.identity,
+            "state_dict": self.model.state_dict(),
+            "optimisers": {k: o.state_dict() for k, o in self.optimisers.items()},
+            "step": self.result.steps,
+            "seconds": self.result.seconds,
+            "images_seen": self.result.images_seen,
+            "history": self.result.history,
+            "batches": self.batches.state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.on_cuda and torch.cuda.is_available() and self.world == 1:  # GPU noise
+            payload["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if self.world > 1:  # every rank's own noise, gathered to rank 0
+            payload.update(distributed.rng_states(self.device))
+        return payload
+
+    def _resume(self) -> dict[str, Any] | None:
+        """Load a checkpoint of this run into the model, optimisers, batches, RNG and result;
+        returns it, or None when training starts afresh."""
+        path = self.options.checkpoint
+        if self.world > 1:  # rank 0 may have removed a stale checkpoint: all ranks decide after
+            dist.barrier()
+        if path is None or not Path(path).exists():
+            return None
+        ckpt = load_checkpoint(path)
+        if not same_run(ckpt, self.identity):
+            warnings.warn(
+                f"checkpoint '{path}' is another configuration; training from scratch",
+                stacklevel=2,
+            )
+            return None
+        self.model.load_state_dict(ckpt["state_dict"])
+        for phase, state in ckpt.get("optimisers", {}).items():
+            self.optimisers[phase].load_state_dict(state)
+        self.batches.load_state(ckpt["batches"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        # Older checkpoints have no "cuda_rng"; ranks restore their own (`set_rng`) and touch
+        # no other rank's GPU.
+        if self.on_cuda and torch.cuda.is_available() and self.world == 1:
+            for i, state in enumerate(ckpt.get("cuda_rng", [])[: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(state, i)
+        self.result = TrainResult(
+            ckpt["step"], ckpt["seconds"], ckpt["images_seen"], ckpt["history"]
+        )
+        return ckpt
+
+    def _loss_function(self, resumed: dict[str, Any] | None) -> Callable[..., Any]:
+        """`model.loss`; in a process group under DDP, after this rank's noise stream is set
+        (see `gen.distributed`); through `torch.compile` with `compile`."""
+        loss_of: Callable[..., Any] = self.model.loss
+        if not self.model.phases:
+            return loss_of
+        if self.world > 1:
+            distributed.set_rng(self.options.seed, self.result.steps, resumed, self.device)
+            loss_of = distributed.wrap(self.model, self.device)  # gradients averaged over ranks
+        if self.options.compile:
+            loss_of = compiled(loss_of, self.device, self.world)
+        return loss_of
+
+    def _batches(self) -> Batches:
+        """This rank's batches; every rank's slice of a batch is the same size."""
+        batches = Batches(
+            self.train_x,
+            self.train_y,
+            self.cfg.batch_size,
+            self.options.seed,
+            (self.rank, self.world),
+        )
+        if self.model.phases and batches.batch_size % self.world:
+            raise ConfigError(
+                f"{self.model.name}.batch_size={batches.batch_size} cannot be split evenly over "
+                f"{self.world} processes; make it a multiple of train.nproc={self.world}"
+            )
+        return batches
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, y = self.batches.next()
+        x = x.to(self.device, non_blocking=True)
+        if self.options.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, None if y is None else y.to(self.device, non_blocking=True)
+
+    def _progress_bar(self) -> Any:
+        from tqdm.auto import tqdm
+
+        show = progress_enabled() if self.options.progress is None else self.options.progress
+        return tqdm(
+            total=self.cfg.steps,
+            initial=self.result.steps,
+            disable=not show or self.steps_left == 0 or self.rank > 0,
+            desc=f"train {self.model.name}",
+            dynamic_ncols=True,
+            mininterval=0.5 if sys.stderr.isatty() else 30.0,  # logs: a line per 30 s, not a flood
+        )
+
+
 def train(
     model: GenerativeModel,
     train_x: torch.Tensor,
     train_y: torch.Tensor | None = None,
+    options: TrainOptions | None = None,
     *,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
     callback: Callback | None = None,
-    checkpoint: Path | None = None,
-    checkpoint_every: int = 500,
-    log_every: int = 50,
-    precision: str = "auto",
-    progress: bool | None = None,
-    provenance: dict[str, str] | None = None,
     validate: Callable[[], dict[str, float]] | None = None,
-    val_every: int = 250,
-    compile_loss: bool = False,
-    channels_last: bool = False,
+    **fields: Any,
 ) -> TrainResult:
-    """Train `model` for `model.cfg.steps` steps; resume from `checkpoint` when it matches.
-
-    `provenance` (for example hashes of the training code and of the data) must match for a
-    checkpoint to be resumed, so an edited loss never continues weights trained by the old one.
-    `validate()` runs every `val_every` steps and at the end, in eval mode; its figures go to
-    the callback beside the training losses.
-
-    `compile_loss` runs each phase's loss, forward and backward, through `torch.compile` (its
-    random draws stay eager's, so seeds mean the same); `channels_last` stores conv weights and
-    image batches NHWC. Both are opt-in: they change float rounding, not the algorithm.
-
-    Inside a process group (torchrun, see `gen.distributed`) each rank trains its slice of
-    every global batch under DDP; every rank must get the same arguments. Logged losses are
-    means over ranks; only rank 0 runs `validate` and `callback` and writes `checkpoint`.
-    """
-    cfg = model.cfg
-    device = torch.device(device)
-    seed_everything(seed)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    # Data that fits sits on the GPU for the whole run: batches are indexed there.
-    train_x = on_device(train_x, device)
-    train_y = on_device(train_y, device)
-    t_fit = time.perf_counter()
-    model.fit_data(train_x.to(device))
-    fit_seconds = time.perf_counter() - t_fit
-    groups = model.param_groups()
-    optimisers = {
-        phase: torch.optim.Adam(
-            params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
-        )
-        for phase, params in groups.items()
-    }
-    rank, world = distributed.rank_and_world()
-    batches = Batches(train_x, train_y, cfg.batch_size, seed, (rank, world))
-    if model.phases and batches.batch_size % world:
-        raise ConfigError(
-            f"{model.name}.batch_size={batches.batch_size} cannot be split evenly over "
-            f"{world} processes; make it a multiple of train.nproc={world}"
-        )
-    # A model fitted in closed form (counting) consumes no batches: its img/s is n/a.
-    result = TrainResult(steps=0, seconds=fit_seconds, images_seen=0)
-    identity = run_identity(model, seed, provenance)
-    on_cuda = device.type == "cuda"
-
-    if world > 1:  # rank 0 may have removed a stale checkpoint: all ranks decide after that
-        dist.barrier()
-    resumed: dict[str, Any] | None = None
-    if checkpoint is not None and Path(checkpoint).exists():
-        ckpt = load_checkpoint(checkpoint)
-        if _same_run(ckpt, identity):
-            resumed = ckpt
-            model.load_state_dict(ckpt["state_dict"])
-            for phase, state in ckpt.get("optimisers", {}).items():
-                optimisers[phase].load_state_dict(state)
-            batches.load_state(ckpt["batches"])
-            torch.set_rng_state(ckpt["torch_rng"])
-            # Older checkpoints have no "cuda_rng"; ranks restore their own (`set_rng`) and
-            # touch no other rank's GPU.
-            if on_cuda and torch.cuda.is_available() and world == 1:
-                for i, state in enumerate(ckpt.get("cuda_rng", [])[: torch.cuda.device_count()]):
-                    torch.cuda.set_rng_state(state, i)
-            result = TrainResult(
-                ckpt["step"], ckpt["seconds"], ckpt["images_seen"], ckpt["history"]
-            )
-        else:
-            warnings.warn(
-                f"checkpoint '{checkpoint}' is another configuration; training from scratch",
-                stacklevel=2,
-            )
-    loss_of: Callable[..., dict[str, torch.Tensor]] = model.loss
-    if world > 1 and model.phases:
-        distributed.set_rng(seed, result.steps, resumed, device)
-        loss_of = distributed.wrap(model, device)  # the same loss, gradients averaged over ranks
-    if compile_loss and model.phases:
-        loss_of = compiled(loss_of, device, world)
-
-    def snapshot() -> dict[str, Any]:
-        payload = {
-            **identity,
-            "state_dict": model.state_dict(),
-            "optimisers": {k: o.state_dict() for k, o in optimisers.items()},
-            "step": result.steps,
-            "seconds": result.seconds,
-            "images_seen": result.images_seen,
-            "history": result.history,
-            "batches": batches.state(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        if on_cuda and torch.cuda.is_available() and world == 1:  # noise drawn on the GPU
-            payload["cuda_rng"] = torch.cuda.get_rng_state_all()
-        if world > 1:  # a collective: every rank takes every snapshot, rank 0 writes it
-            payload.update(distributed.rng_states(device))
-        return payload
-
-    use_bf16 = precision == "bf16" or (precision == "auto" and on_cuda)
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
-    )
-    steps_left = cfg.steps - result.steps if model.phases else 0
-    show = progress_enabled() if progress is None else progress
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=cfg.steps,
-        initial=result.steps,
-        disable=not show or steps_left <= 0 or rank > 0,
-        desc=f"train {model.name}",
-        dynamic_ncols=True,
-        mininterval=0.5 if sys.stderr.isatty() else 30.0,  # logs get a line per 30 s, not a flood
-    )
-    model.train()
-    # Loss terms are summed on the device, per (phase, term names), and read back only at sync
-    # points (log, validation, checkpoint, last step): a step never waits for the GPU. A
-    # non-finite loss makes its sum non-finite, so the check at a sync point covers every step
-    # since the last one, and runs before a checkpoint is written.
-    running: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
-    count = 0
-    checked = result.steps  # steps known to have had finite losses
-    t0 = time.perf_counter()
-    for _ in range(max(steps_left, 0)):
-        model.begin_step(result.steps)
-        for phase in model.phases:
-            x, y = batches.next()
-            x = x.to(device, non_blocking=True)
-            if channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = None if y is None else y.to(device, non_blocking=True)
-            model.zero_grad(set_to_none=True)
-            with autocast:
-                terms = loss_of(x, phase, y)
-            terms["loss"].backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(groups[phase], cfg.grad_clip)
-            optimisers[phase].step()
-            if phase not in model.image_free_phases:
-                result.images_seen += len(x) * world
-            key = (phase, tuple(terms))
-            values = torch.stack([v.detach().reshape(()) for v in terms.values()])
-            if key in running:
-                running[key].add_(values)
-            else:
-                running[key] = values.double()
-        result.steps += 1
-        count += 1
-        bar.update(1)
-        validating = validate is not None and (
-            result.steps % val_every == 0 or result.steps == cfg.steps
-        )
-        logging = result.steps % log_every == 0 or result.steps == cfg.steps
-        saving = checkpoint is not None and result.steps % checkpoint_every == 0
-        if not (validating or logging or saving):
-            continue
-        if on_cuda:
-            torch.cuda.synchronize(device)
-        result.seconds += time.perf_counter() - t0
-        sums = torch.cat(list(running.values()))
-        if world > 1:  # every rank logs, and checks for divergence, the same mean over ranks
-            distributed.all_mean(sums)
-        flat = iter(sums.tolist())  # this sync point's one read
-        row: dict[str, float] = {}
-        for phase, names in running:
-            for name in names:
-                row[f"{phase}/{name}"] = row.get(f"{phase}/{name}", 0.0) + next(flat)
-        for phase in model.phases:
-            value = row.get(f"{phase}/loss", 0.0)
-            if not math.isfinite(value):
-                raise _divergence(model.name, phase, value, checked + 1, result.steps)
-        checked = result.steps
-        if validating and rank == 0:
-            model.eval()
-            with torch.no_grad():
-                figures = validate()
-            model.train()
-            result.history.append({"step": result.steps, **figures})
-            if callback is not None:
-                callback(result.steps, figures)
-        if logging:
-            row = {k: v / count for k, v in row.items()}
-            result.history.append({"step": result.steps, **row})
-            if callback is not None and rank == 0:
-                callback(result.steps, row)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("loss")})
-            running, count = {}, 0
-        if saving:
-            payload = snapshot()
-            if rank == 0:
-                save_checkpoint(Path(checkpoint), payload)
-        t0 = time.perf_counter()
-    bar.close()
-    model.eval()
-    if rank == 0:  # the other ranks' copies of the model are not kept
-        with torch.no_grad():
-            model.finish_training(train_x.to(device))
-    if checkpoint is not None:
-        payload = snapshot()
-        if rank == 0:
-            save_checkpoint(Path(checkpoint), payload)
-    return result
+    """`Trainer(...).run()` with `options` (or the defaults), `fields` replacing some of them."""
+    options = replace(options or TrainOptions(), **fields)
+    return Trainer(model, train_x, train_y, options, callback=callback, validate=validate).run()

@@ -16,11 +16,11 @@ from typing import IO
 import click
 
 from gen.captions import CaptionError
+from gen.checkpoint import CheckpointError
 from gen.config import ConfigError
 from gen.data import DataError, dataset_id
 from gen.domains import DomainError
 from gen.metrics import MetricError
-from gen.trainer import CheckpointError
 from pipeline import tracking
 from pipeline.errors import ReportError, ServerError
 from pipeline.params import load_params

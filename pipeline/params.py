@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -22,6 +22,10 @@ from gen.config import (
 )
 from gen.data import DataConfig
 from gen.registry import MODELS, check_data, model_class
+from gen.trainer import TrainOptions
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -74,6 +78,24 @@ class TrainSettings:
                 f"{section}.compile=true is not supported with {section}.nproc={self.nproc}; "
                 "set one of them back (compile: false or nproc: 1)",
             )
+
+    def options(
+        self, seed: int, device: torch.device, checkpoint: Path, provenance: dict[str, str]
+    ) -> TrainOptions:
+        """The trainer's options: this section's keys, and what the run adds (its seed, this
+        rank's device, the checkpoint it resumes from and writes, what it was made by)."""
+        return TrainOptions(
+            seed=seed,
+            device=device,
+            checkpoint=checkpoint,
+            checkpoint_every=self.checkpoint_every,
+            log_every=self.log_every,
+            val_every=self.val_every,
+            precision=self.precision,
+            provenance=provenance,
+            compile=self.compile,
+            channels_last=self.channels_last,
+        )
 
     def _check_gpus(self, section: str) -> None:
         """Several processes on CUDA take one GPU each, cuda:0 to cuda:nproc-1."""

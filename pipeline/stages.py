@@ -19,19 +19,12 @@ from gen import classifier as clf
 from gen import distributed
 from gen import evaluation as E
 from gen import metrics as M
+from gen.checkpoint import load_checkpoint, model_from_checkpoint, resume_step, run_identity
 from gen.conditions import sampling_conditions, training_data
 from gen.data import Split, dataset_id, load, load_split, save_split
 from gen.models.base import count_params
 from gen.registry import build
-from gen.trainer import (
-    load_checkpoint,
-    model_from_checkpoint,
-    pick_device,
-    resume_step,
-    run_identity,
-    seed_everything,
-    train,
-)
+from gen.trainer import deterministic_mode, pick_device, train
 from pipeline import provenance, tracking
 from pipeline.curves import write_curve
 from pipeline.params import Params
@@ -243,27 +236,17 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
     split = load_split(PREPARED)
     for folder in (RUNS, WIP):  # a path in the way fails here, before any run is made
         folder.mkdir(parents=True, exist_ok=True)
-    seed_everything(p.seed)  # building a model draws its initial weights
+    deterministic_mode()  # before this process's first CUDA call
+    torch.manual_seed(p.seed)  # building a model draws its initial weights
     model = build(p.model, p.model_section(), split.meta)
     ds = dataset_id(p.data)
     train_x, train_y = training_data(model, split)
     made_by = {"code": provenance.code_hash(), "data": provenance.split_hash(PREPARED)}
     wip = WIP / f"{p.model}.pt"
-    options: dict[str, Any] = {  # the same on every rank (see `gen.trainer.train`)
-        "seed": p.seed,
-        "device": device,
-        "checkpoint": wip,
-        "checkpoint_every": p.train.checkpoint_every,
-        "log_every": p.train.log_every,
-        "precision": p.train.precision,
-        "provenance": made_by,
-        "validate": _validation(model, split, p.eval.batch_size, device),
-        "val_every": p.train.val_every,
-        "compile_loss": p.train.compile,
-        "channels_last": p.train.channels_last,
-    }
+    options = p.train.options(p.seed, device, wip, made_by)  # the same on every rank
+    validate = _validation(model, split, p.eval.batch_size, device)
     if distributed.rank_and_world()[0] > 0:  # trains in step with rank 0, which writes it all
-        train(model, train_x, train_y, **options)
+        train(model, train_x, train_y, options, validate=validate)
         return {}
     resumes_at = resume_step(wip, run_identity(model, p.seed, made_by))
     run_id = _resumed_run(wip, resumes_at)
@@ -290,7 +273,7 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
         tracking.log_metrics(run_id, new, step)
 
     with tracking.failing(run_id):  # the wip checkpoint stays: the next attempt resumes from it
-        result = train(model, train_x, train_y, callback=log, **options)
+        result = train(model, train_x, train_y, options, callback=log, validate=validate)
         shutil.copyfile(wip, CHECKPOINT)
         summary = {
             "train_seconds": result.seconds,

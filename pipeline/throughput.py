@@ -16,7 +16,7 @@ from gen.conditions import model_domains
 from gen.data import DataMeta
 from gen.models.base import GenerativeModel, count_params
 from gen.registry import build
-from gen.trainer import pick_device, seed_everything, train
+from gen.trainer import TrainOptions, deterministic_mode, pick_device, train
 
 CAPTION_WORDS = 6  # word ids per caption for caption-conditioned models (about the real length)
 WARMUP_STEPS = 5  # first steps allocate buffers and pick kernels: not timed
@@ -85,7 +85,7 @@ def measure(
     n_sample: int,
     device: str = "cpu",
     threads: int = 1,
-    compile_loss: bool = False,
+    compile: bool = False,
     channels_last: bool = False,
 ) -> dict[str, Any]:
     """Train img/s (and steps/s) over `steps` steps of `gen.trainer.train` after a warm-up run,
@@ -94,7 +94,7 @@ def measure(
 
     Train img/s counts the images the model's phases consume, as `genbench train` reports it
     (a GAN's generator phase reads none); it is None for a model fitted by counting.
-    `compile_loss` and `channels_last` are `train.compile` and `train.channels_last`; compiling
+    `compile` and `channels_last` are `train.compile` and `train.channels_last`; compiling
     happens in the warm-up run, which is not timed.
     """
     if steps < 1 or batch_size < 1 or n_sample < 0:
@@ -103,18 +103,17 @@ def measure(
     torch.set_num_threads(threads)
     try:
         dev = pick_device(device)
-        seed_everything(0)
+        deterministic_mode()
+        torch.manual_seed(0)  # building a model draws its initial weights
         model = build(model_name, {**section, "batch_size": batch_size, "steps": 1}, meta)
         g = torch.Generator().manual_seed(0)
         x, y = _training_pairs(model, max(4 * batch_size, n_sample), g)
 
-        how = dict(
-            device=dev, progress=False, compile_loss=compile_loss, channels_last=channels_last
-        )
+        how = TrainOptions(device=dev, progress=False, compile=compile, channels_last=channels_last)
         model.cfg.steps = min(WARMUP_STEPS, steps)
-        train(model, x, y, log_every=model.cfg.steps, **how)
+        train(model, x, y, how, log_every=model.cfg.steps)
         model.cfg.steps = steps
-        result = train(model, x, y, log_every=steps, **how)
+        result = train(model, x, y, how, log_every=steps)
         stepped = result.steps > 0  # a model fitted by counting takes no steps
 
         model.eval()
@@ -125,7 +124,7 @@ def measure(
         "model": model_name,
         "device": str(dev),
         "threads": threads,
-        "compile": compile_loss,
+        "compile": compile,
         "channels_last": channels_last,
         "batch_size": model.cfg.batch_size,
         "params": count_params(model),

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from gen.checkpoint import load_checkpoint, model_from_checkpoint
 from gen.data import DataMeta
 from gen.registry import build
-from gen.trainer import load_checkpoint, model_from_checkpoint, seed_everything, train
+from gen.trainer import deterministic_mode, train
 
 META = DataMeta("digits", 1, 8, 8, levels=17, n_classes=10)
 STEPS = 20
@@ -45,7 +46,8 @@ JOBS = {
 
 def train_job(model_name: str, cfg: dict, steps: int, x: torch.Tensor, checkpoint: Path):
     """One attempt, as `genbench train` makes it: seed, build, train with a checkpoint."""
-    seed_everything(0)
+    deterministic_mode()
+    torch.manual_seed(0)
     model = build(model_name, {**cfg, "steps": steps}, META)
     return train(
         model,

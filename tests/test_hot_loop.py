@@ -18,9 +18,10 @@ import torch
 from test_models import METAS, TINY, images, labels_for, make
 
 import gen
+from gen.checkpoint import load_checkpoint
 from gen.data import DataMeta
 from gen.models.base import GenerativeModel, ModelConfig
-from gen.trainer import load_checkpoint, train
+from gen.trainer import train
 
 GEN = str(Path(gen.__file__).parent)
 CONVERSIONS = ("item", "tolist", "numpy", "__float__", "__int__", "__index__", "__bool__")

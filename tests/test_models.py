@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import gen, snapshot, unchanged
 
+from gen.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from gen.conditions import model_domains
 from gen.config import ConfigError, as_dict
 from gen.data import DataMeta
@@ -17,7 +18,7 @@ from gen.metrics import dataset_bpd
 from gen.models.baseline import Baseline, BaselineConfig
 from gen.nn import categorical_log_prob
 from gen.registry import MODELS, build
-from gen.trainer import load_checkpoint, model_from_checkpoint, save_checkpoint, train
+from gen.trainer import train
 
 # Small enough that every test below runs in well under a second on a CPU.
 TINY = {

@@ -64,7 +64,7 @@ def test_channels_last_runs_are_bit_identical_from_the_same_seed():
 def test_compiled_loss_trains_dcgan_with_the_eager_losses_and_noise(fakes):
     torch._dynamo.reset()
     _, plain = trained("dcgan", {"fakes": fakes})
-    model, compiled = trained("dcgan", {"fakes": fakes}, compile_loss=True)
+    model, compiled = trained("dcgan", {"fakes": fakes}, compile=True)
     # Compiled kernels fuse and round differently; inductor's own RNG (fallback_random off)
     # would draw other noise and move the losses by far more.
     assert same_losses(plain, compiled)
@@ -75,7 +75,7 @@ def test_compile_without_a_cpu_compiler_is_one_clear_error(monkeypatch):
     monkeypatch.delenv("CXX", raising=False)
     monkeypatch.setattr(trainer.shutil, "which", lambda _: None)
     with pytest.raises(ConfigError, match="train.compile=true on the CPU needs a C\\+\\+ compiler"):
-        trained("dcgan", compile_loss=True)
+        trained("dcgan", compile=True)
 
 
 def test_compile_with_several_processes_is_refused_when_params_are_read():
@@ -105,7 +105,7 @@ def test_a_compiled_run_killed_midway_resumes_bit_identically(tmp_path):
     def run(steps: int, **options) -> torch.nn.Module:
         torch.manual_seed(0)
         model = make("dcgan", meta, steps=steps)
-        train(model, x, log_every=1, progress=False, compile_loss=True, **options)
+        train(model, x, log_every=1, progress=False, compile=True, **options)
         return model
 
     whole = run(6)

@@ -7,16 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from gen.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from gen.data import DataMeta
 from gen.models.base import GenerativeModel, ModelConfig
 from gen.registry import build
-from gen.trainer import (
-    CheckpointError,
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-    train,
-)
+from gen.trainer import train
 
 META = DataMeta("tiny", 1, 8, 8, levels=17, n_classes=10)
 PIXELCNN = {"channels": 8, "layers": 1, "first_kernel": 3, "batch_size": 16}
