@@ -2,7 +2,7 @@
 
 One metric registry (`METRICS`) names every figure genbench reports; `metrics.json`, MLflow,
 the report's columns and notes and the tests all read it. What a model is measured on follows
-from what it declares it can do (`capabilities`), in this one place.
+from what it declares it can do (`model.capabilities`, gen/capabilities.py), in this one place.
 
 Sample quality is computed once per (samples, reference) pair from features extracted once:
 the feature extractor's vectors are whitened with the training split's mean and covariance
@@ -181,36 +181,6 @@ def empty_metrics() -> dict[str, Any]:
     return {m.key: None for m in METRICS}
 
 
-# --------------------------------------------------------------------------- capabilities
-@dataclass(frozen=True)
-class Capabilities:
-    """What a model can be measured on, read from the methods it has."""
-
-    likelihood: Literal["exact", "bound"] | None  # log_prob, or elbo + iwae_bound
-    reconstructs: bool  # reconstruct(x): reconstruction error
-    codes: bool  # sample_with_codes(n): code accuracy
-    latent: bool  # sample_latent + decode_latent: interpolation figure
-    traversal: bool  # traversal(steps): code traversal figure
-    prior: bool  # prior_sample + encode: codes against the prior figure
-    condition: str | None  # None | caption | image | domain (gen/conditions.py)
-
-
-def capabilities(model: Any) -> Capabilities:
-    def has(*names: str) -> bool:
-        return all(hasattr(model, n) for n in names)
-
-    likelihood = "exact" if has("log_prob") else "bound" if has("iwae_bound", "elbo") else None
-    return Capabilities(
-        likelihood=likelihood,
-        reconstructs=has("reconstruct"),
-        codes=has("sample_with_codes"),
-        latent=model.condition is None and has("sample_latent", "decode_latent"),
-        traversal=has("traversal"),
-        prior=has("prior_sample", "encode"),
-        condition=model.condition,
-    )
-
-
 # ------------------------------------------------------------------------- feature space
 @dataclass
 class Features:
@@ -359,7 +329,7 @@ def evaluate_model(
     conditions obeyed and sample quality. Keys not measured stay None."""
     from gen import classifier as clf
 
-    caps = capabilities(model)
+    caps = model.capabilities
     levels, bs, test = split.meta.levels, protocol.batch_size, split.test_x
     out = empty_metrics()
     torch.manual_seed(seed)
@@ -388,14 +358,14 @@ def evaluate_model(
             images, codes = model.sample_with_codes(protocol.n_samples, generator=g)
         predicted = clf.predict(net, images.cpu())
         out["code_accuracy"] = M.code_accuracy(codes.cpu(), predicted, split.meta.n_classes)
-    if caps.condition == "domain":
+    if model.condition == "domain":
         out.update(_translation(model, split, saved, protocol, seed, device))
         return out
     samples = saved["images"]
-    if caps.condition == "caption":
+    if model.condition == "caption":
         net = clf.load_classifier(protocol.classifier, device)
         out["condition_accuracy"] = M.agreement(clf.predict(net, samples), saved["labels"])
-    if caps.condition == "image":
+    if model.condition == "image":
         sources = saved["sources"]
         with torch.no_grad():
             mask = model.patch_mask(sources.to(device)).cpu()

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from gen.capabilities import check_capabilities
 from gen.config import ConfigError, from_dict
 from gen.data import DataConfig, DataMeta, expected_meta
 from gen.models.ae import AAE, AE
@@ -40,6 +41,7 @@ MODELS: dict[str, type[GenerativeModel]] = {
     "cyclegan": CycleGAN,
     "stargan": StarGAN,
 }
+check_capabilities(MODELS.values())  # a declaration its methods contradict fails at import
 
 
 def model_class(name: str) -> type[GenerativeModel]:

@@ -189,7 +189,7 @@ def _run_params(p: Params) -> dict[str, Any]:
 def _validation(model, split: Split, batch_size: int, device: torch.device):
     """Validation bits/dim of a likelihood model (the ELBO for bounds: cheap enough to run
     while training); None for models without a likelihood."""
-    caps = E.capabilities(model)
+    caps = model.capabilities
     if caps.likelihood is None or split.val_x is None:
         return None
     log_p = model.log_prob if caps.likelihood == "exact" else model.elbo
@@ -390,8 +390,8 @@ def model_figures(model, split: Split, folder: Path, seed: int) -> list[Path]:
     made = []
     levels = model.meta.levels
     test_x = split.test_x
-    caps = E.capabilities(model)
-    if caps.condition is not None:
+    caps = model.capabilities
+    if model.condition is not None:
         made.append(plots.condition_figure(model, split, folder / "conditions.png", seed))
     if caps.latent:
         g = torch.Generator().manual_seed(seed)

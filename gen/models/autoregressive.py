@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen.capabilities import Capabilities
 from gen.data import to_unit
 from gen.models.base import GenerativeModel
 from gen.nn import (
@@ -74,6 +75,7 @@ class AutoregressiveModel(GenerativeModel):
     """
 
     family = "autoregressive"
+    capabilities = Capabilities(likelihood="exact")
     phases = ("model",)
 
     def forward(self, u: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from gen.capabilities import Capabilities
 from gen.config import require
 from gen.data import DataMeta
 
@@ -41,8 +42,8 @@ class GenerativeModel(nn.Module):
     """Base class: a model names its optimisation phases and returns its own losses.
 
     Subclasses set `name`, `family`, `Config`, `phases` and implement `param_groups`, `loss` and
-    `sample`. Likelihood models add `log_prob` (exact) or `elbo` / `iwae_bound` (bounds); the
-    evaluation applies only the metrics a model has the methods for.
+    `sample`. Likelihood models add `log_prob` (exact) or `elbo` / `iwae_bound` (bounds) and say
+    so in `capabilities`: the evaluation applies only the metrics a model declares.
     """
 
     name: ClassVar[str] = ""
@@ -55,6 +56,9 @@ class GenerativeModel(nn.Module):
     # not), "caption" (y = caption word ids), "image" (patches of a given image), "domain"
     # (x = images of several domains, y = domain ids; sample translates source images).
     condition: ClassVar[str | None] = None
+    # What it can be measured on (gen/capabilities.py), checked against its methods when the
+    # class is registered.
+    capabilities: ClassVar[Capabilities] = Capabilities()
     # Whether training pairs each image with its class label beside its condition (translation
     # models' semantic term: y = (domain id, label)); the report marks such runs.
     uses_labels: bool = False
