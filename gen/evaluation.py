@@ -325,8 +325,9 @@ def evaluate_model(
     seed: int,
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    """Every metric `model` has, on the test split: likelihood, reconstructions, codes,
-    conditions obeyed and sample quality. Keys not measured stay None."""
+    """Every metric `model` has, on the test split: likelihood, reconstructions, codes, then
+    what its condition kind measures (conditions obeyed, sample quality). Keys not measured
+    stay None."""
     from gen import classifier as clf
 
     caps = model.capabilities
@@ -358,80 +359,43 @@ def evaluate_model(
             images, codes = model.sample_with_codes(protocol.n_samples, generator=g)
         predicted = clf.predict(net, images.cpu())
         out["code_accuracy"] = M.code_accuracy(codes.cpu(), predicted, split.meta.n_classes)
-    if model.condition == "domain":
-        out.update(_translation(model, split, saved, protocol, seed, device))
-        return out
-    samples = saved["images"]
-    if model.condition == "caption":
-        net = clf.load_classifier(protocol.classifier, device)
-        out["condition_accuracy"] = M.agreement(clf.predict(net, samples), saved["labels"])
-    if model.condition == "image":
-        sources = saved["sources"]
-        with torch.no_grad():
-            mask = model.patch_mask(sources.to(device)).cpu()
-        out["patch_error"] = M.masked_error(sources, samples, mask, levels)
-    weights = protocol.weights("classes")
+    out.update(model.condition.metrics(model, split, saved, protocol, seed, device))
+    return out
+
+
+def sample_quality(
+    samples: torch.Tensor,
+    split: Any,
+    protocol: Protocol,
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Quality of uint8 `samples` against the test split in the classes' feature space, with
+    the copy rate against the training split."""
+    levels, bs, weights = split.meta.levels, protocol.batch_size, protocol.weights("classes")
     a, b, train = (
         extract(x, levels, protocol.extractor, weights, bs, device)
-        for x in (samples, test, split.train_x)
+        for x in (samples, split.test_x, split.train_x)
     )
-    out.update(quality(a, b, train, train, protocol.kid_subset_size, protocol.n_boot, seed))
+    out = quality(a, b, train, train, protocol.kid_subset_size, protocol.n_boot, seed)
     out["feature_extractor"] = protocol.space_name("classes")
     return out
 
 
-def _translation(model, split, saved, protocol: Protocol, seed: int, device) -> dict[str, Any]:
-    """Did the translation keep the digit, reach the target domain, and survive the round
-    trip? Sample quality per target domain, against that domain's test images, averaged over
-    target domains (means only: an average of per-domain spreads is not a spread)."""
-    from gen import classifier as clf
-
-    d, k, levels, bs = split.domains, split.meta.n_classes, split.meta.levels, protocol.batch_size
-    images, targets = saved["images"], saved["targets"]
-    sources, source_domains = saved["sources"], saved["source_domains"]
-    net = clf.load_classifier(protocol.domain_classifier, device)
-    labels, domains = clf.predict_joint(net, images, k)
-    out: dict[str, Any] = {"domain_accuracy": M.agreement(domains, targets)}
-    if len(d.train_y.unique()) > 1:  # user layouts carry no class labels
-        out["label_preservation"] = M.agreement(labels, saved["labels"])
-    with torch.no_grad():
-        back = torch.cat(
-            [
-                model.reconstruct_cycle(
-                    sources[i : i + bs].to(device),
-                    source_domains[i : i + bs].to(device),
-                    targets[i : i + bs].to(device),
-                ).cpu()
-                for i in range(0, len(sources), bs)
-            ]
-        )
-    out["cycle_error"] = M.reconstruction_error(sources, back, levels)
-    scale = _domain_features(d.train_x, levels, protocol, device)
-    per_target = []
-    for t in targets.unique().tolist():
-        reference = d.test_x[d.test_d == t]
-        q = _domain_quality(images[targets == t], reference, scale, levels, protocol, seed, device)
-        out[f"fid_to_{d.names[t]}"] = q["fid"]
-        per_target.append(q)
-    out.update(_mean_of(per_target))
-    out["feature_extractor"] = protocol.space_name("domains")
-    return out
-
-
-def _domain_features(x, levels, protocol: Protocol, device) -> Features:
+def domain_features(x, levels, protocol: Protocol, device) -> Features:
     return extract(
         x, levels, protocol.extractor, protocol.weights("domains"), protocol.batch_size, device
     )
 
 
-def _domain_quality(images, reference, scale, levels, protocol: Protocol, seed, device):
+def domain_quality(images, reference, scale, levels, protocol: Protocol, seed, device):
     """Translations (or real images) of one domain against that domain's test images, whitened
     by the statistics of every domain's training images in the domain classifier's space."""
-    a, b = (_domain_features(x, levels, protocol, device) for x in (images, reference))
+    a, b = (domain_features(x, levels, protocol, device) for x in (images, reference))
     return quality(a, b, scale, None, protocol.kid_subset_size, protocol.n_boot, seed)
 
 
-def _mean_of(rows: list[dict[str, float]]) -> dict[str, float]:
+def mean_of(rows: list[dict[str, float]]) -> dict[str, float]:
     """Means of per-domain quality figures; spreads (sd) are dropped, not averaged."""
     keys = [k for k in rows[0] if not k.endswith(("_sd", "_std"))]
     return {k: float(np.mean([r[k] for r in rows])) for k in keys}
@@ -465,13 +429,13 @@ def reference_rows(split: Any, protocol: Protocol, device: torch.device | str = 
         space = protocol.space_name("domains")
         rows[space] = []
         per_domain = max(2, protocol.n_samples // 2)  # about what a translation target gets
-        scale = _domain_features(d.train_x, levels, protocol, device)
+        scale = domain_features(d.train_x, levels, protocol, device)
         for draw in range(protocol.reference_draws):
             per = []
             for t in range(len(d.names)):
                 pool = d.train_x[d.train_d == t]
                 idx = torch.randperm(len(pool), generator=g)[: min(per_domain, len(pool))]
                 ref = d.test_x[d.test_d == t]
-                per.append(_domain_quality(pool[idx], ref, scale, levels, protocol, draw, device))
-            rows[space].append(_mean_of(per))
+                per.append(domain_quality(pool[idx], ref, scale, levels, protocol, draw, device))
+            rows[space].append(mean_of(per))
     return rows

@@ -19,7 +19,6 @@ from gen import classifier as clf
 from gen import distributed
 from gen import evaluation as E
 from gen import metrics as M
-from gen.conditions import sampling_conditions, training_data
 from gen.data import Split, dataset_id, load, load_split, save_split
 from gen.models.base import count_params
 from gen.registry import build
@@ -246,7 +245,7 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
     seed_everything(p.seed)  # building a model draws its initial weights
     model = build(p.model, p.model_section(), split.meta)
     ds = dataset_id(p.data)
-    train_x, train_y = training_data(model, split)
+    train_x, train_y = model.condition.training_data(model, split)
     made_by = {"code": provenance.code_hash(), "data": provenance.split_hash(PREPARED)}
     wip = WIP / f"{p.model}.pt"
     options: dict[str, Any] = {  # the same on every rank (see `gen.trainer.train`)
@@ -343,7 +342,7 @@ def sample(p: Params) -> dict[str, Any]:
         split = load_split(PREPARED)
         g = torch.Generator().manual_seed(p.seed)
         n, bs = p.eval.n_samples, p.eval.batch_size
-        conds = sampling_conditions(model, split, n, g)
+        conds = model.condition.sampling_conditions(model, split, n, g)
         t0 = time.perf_counter()
         chunks = []
         for i in range(0, n, bs):
@@ -387,12 +386,10 @@ def model_figures(model, split: Split, folder: Path, seed: int) -> list[Path]:
     and for conditional models their inputs beside their outputs."""
     from gen import plots
 
-    made = []
     levels = model.meta.levels
     test_x = split.test_x
     caps = model.capabilities
-    if model.condition is not None:
-        made.append(plots.condition_figure(model, split, folder / "conditions.png", seed))
+    made = model.condition.figure(model, split, folder / "conditions.png", seed)
     if caps.latent:
         g = torch.Generator().manual_seed(seed)
         images = plots.interpolation(model, pairs=6, steps=10, generator=g)

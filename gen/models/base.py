@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from gen.capabilities import Capabilities
+from gen.conditions import ConditionKind, none
 from gen.config import require
 from gen.data import DataMeta
 
@@ -51,11 +52,10 @@ class GenerativeModel(nn.Module):
     # | conditional | translation (report sections, in that order)
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     phases: tuple[str, ...] = ("model",)
-    # What the model is conditioned on, which decides the training pairs (x, y) and the
-    # `condition` that `sample` needs (see gen/conditions.py): None (y = class label, used or
-    # not), "caption" (y = caption word ids), "image" (patches of a given image), "domain"
-    # (x = images of several domains, y = domain ids; sample translates source images).
-    condition: ClassVar[str | None] = None
+    # What the model is conditioned on (gen/conditions/): its kind decides the training pairs
+    # (x, y), the `condition` that `sample` needs, the condition figure and metrics. Unconditional
+    # by default (y = class label, used or not); caption.KIND, image.KIND or domain.KIND.
+    condition: ClassVar[ConditionKind] = none.KIND
     # What it can be measured on (gen/capabilities.py), checked against its methods when the
     # class is registered.
     capabilities: ClassVar[Capabilities] = Capabilities()
@@ -86,7 +86,7 @@ class GenerativeModel(nn.Module):
         self, n: int, generator: torch.Generator | None = None, condition: Any = None
     ) -> torch.Tensor:
         """`n` images as uint8 (n, C, H, W) in the data's levels; conditional models take the
-        `condition` that `gen.conditions.sampling_conditions` makes for their kind."""
+        `condition` that their kind's `sampling_conditions` makes (gen/conditions/)."""
         raise NotImplementedError
 
     def begin_step(self, step: int) -> None:
