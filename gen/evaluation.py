@@ -377,7 +377,9 @@ def sample_quality(
         extract(x, levels, protocol.extractor, weights, bs, device)
         for x in (samples, split.test_x, split.train_x)
     )
-    out = quality(a, b, train, train, protocol.kid_subset_size, protocol.n_boot, seed)
+    out: dict[str, Any] = quality(
+        a, b, train, train, protocol.kid_subset_size, protocol.n_boot, seed
+    )
     out["feature_extractor"] = protocol.space_name("classes")
     return out
 

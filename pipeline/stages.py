@@ -382,8 +382,8 @@ def _take(value: Any, i: int, j: int, device: torch.device) -> Any:
 
 
 def model_figures(model, split: Split, folder: Path, seed: int) -> list[Path]:
-    """The figures a model's capabilities allow: latent interpolation, code traversal, codes,
-    and for conditional models their inputs beside their outputs."""
+    """The figures a model's condition kind draws (its inputs beside its outputs) and those its
+    capabilities allow: latent interpolation, code traversal, codes against the prior."""
     from gen import plots
 
     levels = model.meta.levels
