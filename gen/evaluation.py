@@ -2,7 +2,7 @@
 
 One metric registry (`METRICS`) names every figure genbench reports; `metrics.json`, MLflow,
 the report's columns and notes and the tests all read it. What a model is measured on follows
-from what it declares it can do (`capabilities`), in this one place.
+from what it declares it can do (`model.capabilities`, gen/capabilities.py), in this one place.
 
 Sample quality is computed once per (samples, reference) pair from features extracted once:
 the feature extractor's vectors are whitened with the training split's mean and covariance
@@ -181,36 +181,6 @@ def empty_metrics() -> dict[str, Any]:
     return {m.key: None for m in METRICS}
 
 
-# --------------------------------------------------------------------------- capabilities
-@dataclass(frozen=True)
-class Capabilities:
-    """What a model can be measured on, read from the methods it has."""
-
-    likelihood: Literal["exact", "bound"] | None  # log_prob, or elbo + iwae_bound
-    reconstructs: bool  # reconstruct(x): reconstruction error
-    codes: bool  # sample_with_codes(n): code accuracy
-    latent: bool  # sample_latent + decode_latent: interpolation figure
-    traversal: bool  # traversal(steps): code traversal figure
-    prior: bool  # prior_sample + encode: codes against the prior figure
-    condition: str | None  # None | caption | image | domain (gen/conditions.py)
-
-
-def capabilities(model: Any) -> Capabilities:
-    def has(*names: str) -> bool:
-        return all(hasattr(model, n) for n in names)
-
-    likelihood = "exact" if has("log_prob") else "bound" if has("iwae_bound", "elbo") else None
-    return Capabilities(
-        likelihood=likelihood,
-        reconstructs=has("reconstruct"),
-        codes=has("sample_with_codes"),
-        latent=model.condition is None and has("sample_latent", "decode_latent"),
-        traversal=has("traversal"),
-        prior=has("prior_sample", "encode"),
-        condition=model.condition,
-    )
-
-
 # ------------------------------------------------------------------------- feature space
 @dataclass
 class Features:
@@ -355,11 +325,12 @@ def evaluate_model(
     seed: int,
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    """Every metric `model` has, on the test split: likelihood, reconstructions, codes,
-    conditions obeyed and sample quality. Keys not measured stay None."""
+    """Every metric `model` has, on the test split: likelihood, reconstructions, codes, then
+    what its condition kind measures (conditions obeyed, sample quality). Keys not measured
+    stay None."""
     from gen import classifier as clf
 
-    caps = capabilities(model)
+    caps = model.capabilities
     levels, bs, test = split.meta.levels, protocol.batch_size, split.test_x
     out = empty_metrics()
     torch.manual_seed(seed)
@@ -388,80 +359,45 @@ def evaluate_model(
             images, codes = model.sample_with_codes(protocol.n_samples, generator=g)
         predicted = clf.predict(net, images.cpu())
         out["code_accuracy"] = M.code_accuracy(codes.cpu(), predicted, split.meta.n_classes)
-    if caps.condition == "domain":
-        out.update(_translation(model, split, saved, protocol, seed, device))
-        return out
-    samples = saved["images"]
-    if caps.condition == "caption":
-        net = clf.load_classifier(protocol.classifier, device)
-        out["condition_accuracy"] = M.agreement(clf.predict(net, samples), saved["labels"])
-    if caps.condition == "image":
-        sources = saved["sources"]
-        with torch.no_grad():
-            mask = model.patch_mask(sources.to(device)).cpu()
-        out["patch_error"] = M.masked_error(sources, samples, mask, levels)
-    weights = protocol.weights("classes")
+    out.update(model.condition.metrics(model, split, saved, protocol, seed, device))
+    return out
+
+
+def sample_quality(
+    samples: torch.Tensor,
+    split: Any,
+    protocol: Protocol,
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Quality of uint8 `samples` against the test split in the classes' feature space, with
+    the copy rate against the training split."""
+    levels, bs, weights = split.meta.levels, protocol.batch_size, protocol.weights("classes")
     a, b, train = (
         extract(x, levels, protocol.extractor, weights, bs, device)
-        for x in (samples, test, split.train_x)
+        for x in (samples, split.test_x, split.train_x)
     )
-    out.update(quality(a, b, train, train, protocol.kid_subset_size, protocol.n_boot, seed))
+    out: dict[str, Any] = quality(
+        a, b, train, train, protocol.kid_subset_size, protocol.n_boot, seed
+    )
     out["feature_extractor"] = protocol.space_name("classes")
     return out
 
 
-def _translation(model, split, saved, protocol: Protocol, seed: int, device) -> dict[str, Any]:
-    """Did the translation keep the digit, reach the target domain, and survive the round
-    trip? Sample quality per target domain, against that domain's test images, averaged over
-    target domains (means only: an average of per-domain spreads is not a spread)."""
-    from gen import classifier as clf
-
-    d, k, levels, bs = split.domains, split.meta.n_classes, split.meta.levels, protocol.batch_size
-    images, targets = saved["images"], saved["targets"]
-    sources, source_domains = saved["sources"], saved["source_domains"]
-    net = clf.load_classifier(protocol.domain_classifier, device)
-    labels, domains = clf.predict_joint(net, images, k)
-    out: dict[str, Any] = {"domain_accuracy": M.agreement(domains, targets)}
-    if len(d.train_y.unique()) > 1:  # user layouts carry no class labels
-        out["label_preservation"] = M.agreement(labels, saved["labels"])
-    with torch.no_grad():
-        back = torch.cat(
-            [
-                model.reconstruct_cycle(
-                    sources[i : i + bs].to(device),
-                    source_domains[i : i + bs].to(device),
-                    targets[i : i + bs].to(device),
-                ).cpu()
-                for i in range(0, len(sources), bs)
-            ]
-        )
-    out["cycle_error"] = M.reconstruction_error(sources, back, levels)
-    scale = _domain_features(d.train_x, levels, protocol, device)
-    per_target = []
-    for t in targets.unique().tolist():
-        reference = d.test_x[d.test_d == t]
-        q = _domain_quality(images[targets == t], reference, scale, levels, protocol, seed, device)
-        out[f"fid_to_{d.names[t]}"] = q["fid"]
-        per_target.append(q)
-    out.update(_mean_of(per_target))
-    out["feature_extractor"] = protocol.space_name("domains")
-    return out
-
-
-def _domain_features(x, levels, protocol: Protocol, device) -> Features:
+def domain_features(x, levels, protocol: Protocol, device) -> Features:
     return extract(
         x, levels, protocol.extractor, protocol.weights("domains"), protocol.batch_size, device
     )
 
 
-def _domain_quality(images, reference, scale, levels, protocol: Protocol, seed, device):
+def domain_quality(images, reference, scale, levels, protocol: Protocol, seed, device):
     """Translations (or real images) of one domain against that domain's test images, whitened
     by the statistics of every domain's training images in the domain classifier's space."""
-    a, b = (_domain_features(x, levels, protocol, device) for x in (images, reference))
+    a, b = (domain_features(x, levels, protocol, device) for x in (images, reference))
     return quality(a, b, scale, None, protocol.kid_subset_size, protocol.n_boot, seed)
 
 
-def _mean_of(rows: list[dict[str, float]]) -> dict[str, float]:
+def mean_of(rows: list[dict[str, float]]) -> dict[str, float]:
     """Means of per-domain quality figures; spreads (sd) are dropped, not averaged."""
     keys = [k for k in rows[0] if not k.endswith(("_sd", "_std"))]
     return {k: float(np.mean([r[k] for r in rows])) for k in keys}
@@ -495,13 +431,13 @@ def reference_rows(split: Any, protocol: Protocol, device: torch.device | str = 
         space = protocol.space_name("domains")
         rows[space] = []
         per_domain = max(2, protocol.n_samples // 2)  # about what a translation target gets
-        scale = _domain_features(d.train_x, levels, protocol, device)
+        scale = domain_features(d.train_x, levels, protocol, device)
         for draw in range(protocol.reference_draws):
             per = []
             for t in range(len(d.names)):
                 pool = d.train_x[d.train_d == t]
                 idx = torch.randperm(len(pool), generator=g)[: min(per_domain, len(pool))]
                 ref = d.test_x[d.test_d == t]
-                per.append(_domain_quality(pool[idx], ref, scale, levels, protocol, draw, device))
-            rows[space].append(_mean_of(per))
+                per.append(domain_quality(pool[idx], ref, scale, levels, protocol, draw, device))
+            rows[space].append(mean_of(per))
     return rows

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
+from gen.capabilities import check_capabilities
 from gen.config import ConfigError, from_dict
-from gen.data import DataConfig, DataMeta, expected_meta
+from gen.data import DataConfig, DataMeta
 from gen.models.ae import AAE, AE
 from gen.models.base import FAMILIES, GenerativeModel
 from gen.models.baseline import Baseline
@@ -40,8 +39,18 @@ MODELS: dict[str, type[GenerativeModel]] = {
     "cyclegan": CycleGAN,
     "stargan": StarGAN,
 }
-if unknown := [name for name, cls in MODELS.items() if cls.family not in FAMILIES]:
-    raise TypeError(f"models {unknown} name a family that gen.models.base.FAMILIES lacks")
+
+
+def _check_classes(models: dict[str, type[GenerativeModel]]) -> None:
+    """Fail at import, naming the model, when a class names a family the report lacks or
+    declares capabilities its methods contradict (a renamed method never turns into n/a)."""
+    for name, cls in models.items():
+        if cls.family not in FAMILIES:
+            raise TypeError(f"model '{name}' names family '{cls.family}', not in {list(FAMILIES)}")
+    check_capabilities(models.values())
+
+
+_check_classes(MODELS)
 
 
 def model_class(name: str) -> type[GenerativeModel]:
@@ -57,38 +66,9 @@ def build(name: str, section: dict[str, Any] | None, meta: DataMeta) -> Generati
     return cls(cfg, meta)
 
 
-def domain_names(data: DataConfig) -> list[str] | None:
-    """The domains data set `data` will have, where params alone tell (else None)."""
-    if data.domains == "typeset":
-        return ["handwritten", *data.typeset_styles]
-    if data.domains == "cyclegan_folder":
-        return ["A", "B"]
-    return None  # read from folders or a CSV when the data is prepared
-
-
 def check_data(name: str, section: dict[str, Any] | None, data: DataConfig) -> None:
     """Raise a ConfigError when model `name` cannot train on the data `data` describes (its
     size, captions, domains), judged from params alone: so `dvc repro` and `genbench benchmark`
     stop before any stage has done work rather than at `train`."""
     cls = model_class(name)
-    needs = {
-        "caption": ("captions", "captions", "auto"),
-        "domain": ("domains", "domains", "typeset"),
-    }
-    if cls.condition in needs:
-        what, key, fix = needs[cls.condition]
-        if getattr(data, key) == "none":
-            raise ConfigError(
-                f"model '{name}' needs {what} but data.{key} is 'none'; set data.{key} to {fix}"
-            )
-    if cls.condition == "caption":  # its vocabulary comes from the captions themselves
-        from_dict(cls.Config, name, section)
-        return
-    meta = expected_meta(data)
-    if cls.condition == "domain":
-        names = domain_names(data)
-        if names is None:
-            return  # the folders' domains are checked when they are read
-        meta.extra["domains"] = names
-    with torch.random.fork_rng(devices=[]):  # building draws weights: leave the seed alone
-        build(name, section, meta)
+    cls.condition.check_data(cls, section, data)

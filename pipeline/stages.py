@@ -20,7 +20,6 @@ from gen import distributed
 from gen import evaluation as E
 from gen import metrics as M
 from gen.checkpoint import load_checkpoint, model_from_checkpoint, resume_step, run_identity
-from gen.conditions import sampling_conditions, training_data
 from gen.data import Split, dataset_id, load, load_split, save_split
 from gen.models.base import count_params
 from gen.registry import build
@@ -182,7 +181,7 @@ def _run_params(p: Params) -> dict[str, Any]:
 def _validation(model, split: Split, batch_size: int, device: torch.device):
     """Validation bits/dim of a likelihood model (the ELBO for bounds: cheap enough to run
     while training); None for models without a likelihood."""
-    caps = E.capabilities(model)
+    caps = model.capabilities
     if caps.likelihood is None or split.val_x is None:
         return None
     log_p = model.log_prob if caps.likelihood == "exact" else model.elbo
@@ -240,7 +239,7 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
     torch.manual_seed(p.seed)  # building a model draws its initial weights
     model = build(p.model, p.model_section(), split.meta)
     ds = dataset_id(p.data)
-    train_x, train_y = training_data(model, split)
+    train_x, train_y = model.condition.training_data(model, split)
     made_by = {"code": provenance.code_hash(), "data": provenance.split_hash(PREPARED)}
     wip = WIP / f"{p.model}.pt"
     options = p.train.options(p.seed, device, wip, made_by)  # the same on every rank
@@ -326,7 +325,7 @@ def sample(p: Params) -> dict[str, Any]:
         split = load_split(PREPARED)
         g = torch.Generator().manual_seed(p.seed)
         n, bs = p.eval.n_samples, p.eval.batch_size
-        conds = sampling_conditions(model, split, n, g)
+        conds = model.condition.sampling_conditions(model, split, n, g)
         t0 = time.perf_counter()
         chunks = []
         for i in range(0, n, bs):
@@ -366,16 +365,14 @@ def _take(value: Any, i: int, j: int, device: torch.device) -> Any:
 
 
 def model_figures(model, split: Split, folder: Path, seed: int) -> list[Path]:
-    """The figures a model's capabilities allow: latent interpolation, code traversal, codes,
-    and for conditional models their inputs beside their outputs."""
+    """The figures a model's condition kind draws (its inputs beside its outputs) and those its
+    capabilities allow: latent interpolation, code traversal, codes against the prior."""
     from gen import plots
 
-    made = []
     levels = model.meta.levels
     test_x = split.test_x
-    caps = E.capabilities(model)
-    if caps.condition is not None:
-        made.append(plots.condition_figure(model, split, folder / "conditions.png", seed))
+    caps = model.capabilities
+    made = model.condition.figure(model, split, folder / "conditions.png", seed)
     if caps.latent:
         g = torch.Generator().manual_seed(seed)
         images = plots.interpolation(model, pairs=6, steps=10, generator=g)

@@ -12,13 +12,11 @@ from typing import Any
 
 import torch
 
-from gen.conditions import model_domains
 from gen.data import DataMeta
 from gen.models.base import GenerativeModel, count_params
 from gen.registry import build
 from gen.trainer import TrainOptions, deterministic_mode, pick_device, train
 
-CAPTION_WORDS = 6  # word ids per caption for caption-conditioned models (about the real length)
 WARMUP_STEPS = 5  # first steps allocate buffers and pick kernels: not timed
 
 
@@ -27,48 +25,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _training_pairs(
-    model: GenerativeModel, n: int, g: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random images and the y the trainer would batch for the model's condition kind."""
-    meta = model.meta
-    x = torch.randint(0, meta.levels, (n, *meta.shape), generator=g, dtype=torch.uint8)
-    labels = torch.randint(0, max(meta.n_classes, 1), (n,), generator=g)
-    if model.condition == "caption":
-        words = len(meta.extra.get("vocab", ()))
-        if words < 3:
-            raise ValueError(f"{model.name} needs a caption vocabulary in meta.extra['vocab']")
-        return x, torch.randint(2, words, (n, CAPTION_WORDS), generator=g)
-    if model.condition == "domain":
-        ids = torch.tensor(model_domains(model))
-        domains = ids[torch.randint(len(ids), (n,), generator=g)]
-        return x, torch.stack([domains, labels], dim=1) if model.uses_labels else domains
-    return x, labels
-
-
-def _sampling_condition(
-    model: GenerativeModel, x: torch.Tensor, y: torch.Tensor, n: int, device: torch.device
-) -> Any:
-    """What `model.sample(n, g, condition)` needs, from the random training pairs."""
-    if model.condition is None:
-        return None
-    if model.condition == "caption":
-        return y[:n].to(device)
-    if model.condition == "image":
-        return x[:n].to(device)
-    ids = model_domains(model)
-    source = (y[:n, 0] if y.dim() == 2 else y[:n]).tolist()
-    targets = torch.tensor([ids[(ids.index(s) + 1) % len(ids)] for s in source])
-    return x[:n].to(device), targets.to(device)
-
-
 def _time_sampling(
     model: GenerativeModel, x: torch.Tensor, y: torch.Tensor, n: int, device: torch.device
 ) -> float:
-    """Seconds `model.sample` takes for `n` images, after a one-image warm-up draw."""
-    warm = _sampling_condition(model, x, y, 1, device)
+    """Seconds `model.sample` takes for `n` images, after a one-image warm-up draw; the
+    conditions come from the probe pairs `x`, `y` (the model's kind says how)."""
+    warm = model.condition.probe_condition(model, x, y, 1, device)
     model.sample(1, torch.Generator().manual_seed(0), *(() if warm is None else (warm,)))
-    condition = _sampling_condition(model, x, y, n, device)
+    condition = model.condition.probe_condition(model, x, y, n, device)
     _sync(device)
     t0 = time.perf_counter()
     model.sample(n, torch.Generator().manual_seed(1), *(() if condition is None else (condition,)))
@@ -107,7 +71,7 @@ def measure(
         torch.manual_seed(0)  # building a model draws its initial weights
         model = build(model_name, {**section, "batch_size": batch_size, "steps": 1}, meta)
         g = torch.Generator().manual_seed(0)
-        x, y = _training_pairs(model, max(4 * batch_size, n_sample), g)
+        x, y = model.condition.probe_pairs(model, max(4 * batch_size, n_sample), g)
 
         how = TrainOptions(device=dev, progress=False, compile=compile, channels_last=channels_last)
         model.cfg.steps = min(WARMUP_STEPS, steps)
@@ -144,8 +108,8 @@ PROBE_VOCAB = 40  # words of a stand-in caption vocabulary: a probe needs the si
 def probe_meta(data: Any) -> DataMeta:
     """The shape and levels data set `data` (a DataConfig) has, with a stand-in vocabulary and
     domain names, so every model can be measured without preparing the data."""
+    from gen.conditions.domain import domain_names
     from gen.data import expected_meta
-    from gen.registry import domain_names
 
     meta = expected_meta(data)
     meta.extra["vocab"] = ["<pad>", "<unk>", *(f"w{i}" for i in range(PROBE_VOCAB))]

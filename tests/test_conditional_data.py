@@ -19,7 +19,9 @@ from gen.captions import (
     read_captions_file,
     tokenize,
 )
-from gen.conditions import sampling_conditions, training_data
+from gen.conditions.caption import KIND as CAPTION
+from gen.conditions.domain import KIND as DOMAIN
+from gen.conditions.none import KIND as NONE
 from gen.config import ConfigError, from_dict
 from gen.data import DataConfig, DataMeta, load, load_split, save_split
 from gen.domains import (
@@ -237,7 +239,7 @@ def test_unknown_domain_source_or_style_is_a_config_error():
 
 # -------------------------------------------------------------------------------- conditions
 class Kind(GenerativeModel):
-    """Just enough of a model to ask for data by condition kind."""
+    """Just enough of a model to ask its condition kind for data."""
 
     name = "probe"
 
@@ -248,18 +250,26 @@ class Kind(GenerativeModel):
             self.domain_ids = domain_ids
 
 
+def training_data(model, split):
+    return model.condition.training_data(model, split)
+
+
+def sampling_conditions(model, split, n, generator):
+    return model.condition.sampling_conditions(model, split, n, generator)
+
+
 def test_each_condition_kind_trains_on_its_own_pairs(digits):
-    x, y = training_data(Kind(None, digits.meta), digits)
+    x, y = training_data(Kind(NONE, digits.meta), digits)
     assert y is digits.train_y
-    x, y = training_data(Kind("caption", digits.meta), digits)
+    x, y = training_data(Kind(CAPTION, digits.meta), digits)
     assert x is digits.train_x and y is digits.train_caption
-    x, y = training_data(Kind("domain", digits.meta, domain_ids=[0, 2]), digits)
+    x, y = training_data(Kind(DOMAIN, digits.meta, domain_ids=[0, 2]), digits)
     assert set(y.tolist()) == {0, 2} and len(x) == 2 * len(digits.train_x)
 
 
 def test_translation_conditions_go_from_a_source_to_another_domain(digits):
     g = torch.Generator().manual_seed(0)
-    c = sampling_conditions(Kind("domain", digits.meta), digits, 500, g)
+    c = sampling_conditions(Kind(DOMAIN, digits.meta), digits, 500, g)
     x, targets = c.value
     assert x.shape == (500, 1, 8, 8) and torch.equal(targets, c.targets)
     assert (c.targets != c.source_domains).all()
@@ -273,7 +283,7 @@ def test_translation_conditions_go_from_a_source_to_another_domain(digits):
 def test_caption_conditions_cycle_through_every_test_caption(digits):
     g = torch.Generator().manual_seed(0)
     n = len(digits.test_x)
-    c = sampling_conditions(Kind("caption", digits.meta), digits, 2 * n, g)
+    c = sampling_conditions(Kind(CAPTION, digits.meta), digits, 2 * n, g)
     assert c.value.shape == (2 * n, digits.test_caption.shape[1])
     assert torch.equal(c.labels.bincount(), 2 * digits.test_y.bincount())
 
@@ -283,6 +293,6 @@ def test_a_caption_model_on_data_without_captions_says_how_to_get_them(digits):
 
     bare = replace(digits, train_caption=None, test_caption=None, domains=None)
     with pytest.raises(ConfigError, match="needs captions but the data set has none"):
-        training_data(Kind("caption", digits.meta), bare)
+        training_data(Kind(CAPTION, digits.meta), bare)
     with pytest.raises(ConfigError, match="needs domains but the data set has none"):
-        training_data(Kind("domain", digits.meta), bare)
+        training_data(Kind(DOMAIN, digits.meta), bare)

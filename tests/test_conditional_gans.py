@@ -328,7 +328,8 @@ def test_a_d_step_leaves_g_bit_identical_and_a_g_step_leaves_d(which):
 def test_text2image_trains_on_caption_pairs_through_the_trainer(digits):
     split = digits
     model = text2image(meta=split.meta, steps=3)
-    from gen.conditions import sampling_conditions, training_data
+    training_data = model.condition.training_data
+    sampling_conditions = model.condition.sampling_conditions
 
     x, y = training_data(model, split)
     result = train(model, x, y, seed=0, progress=False, log_every=1)

@@ -11,7 +11,7 @@ import torch
 from conftest import gen, snapshot, unchanged
 
 from gen.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from gen.conditions import model_domains
+from gen.conditions import caption, domain, image, model_domains, none
 from gen.config import ConfigError, as_dict
 from gen.data import DataMeta
 from gen.metrics import dataset_bpd
@@ -85,11 +85,11 @@ def images(meta: DataMeta, n: int, seed: int = 0) -> torch.Tensor:
 
 
 def labels_for(model, n: int, seed: int = 0) -> torch.Tensor | None:
-    """The `y` the trainer would batch for the model's condition kind (see gen.conditions)."""
+    """The `y` the trainer would batch for the model's condition kind (see gen/conditions/)."""
     g = gen(seed)
-    if model.condition == "caption":
+    if model.condition is caption.KIND:
         return torch.randint(2, len(EXTRA["vocab"]), (n, 4), generator=g)
-    if model.condition == "domain":
+    if model.condition is domain.KIND:
         ids = torch.tensor(model_domains(model))
         return ids[torch.randint(len(ids), (n,), generator=g)]
     return None
@@ -97,12 +97,12 @@ def labels_for(model, n: int, seed: int = 0) -> torch.Tensor | None:
 
 def condition_for(model, n: int, seed: int = 0):
     """The `condition` its `sample` needs: word ids, images, or (images, target domains)."""
-    if model.condition is None:
+    if model.condition is none.KIND:
         return None
-    if model.condition == "caption":
+    if model.condition is caption.KIND:
         return labels_for(model, n, seed)
     x = images(model.meta, n, seed)
-    if model.condition == "image":
+    if model.condition is image.KIND:
         return x
     source = labels_for(model, n, seed)
     ids = model_domains(model)
@@ -174,15 +174,15 @@ def test_same_generator_seed_gives_identical_samples_and_another_seed_different(
     b = draw(model, 6, gen(7))
     c = draw(model, 6, gen(8))
     assert torch.equal(a, b)
-    if model.condition == "domain":
+    if model.condition is domain.KIND:
         return  # a translation is a function of its input: no noise to vary
     # An untrained DCGAN maps every z to nearly the same grey, so compare its continuous output.
-    if hasattr(model, "generate") and model.condition is None:
+    if hasattr(model, "generate") and model.condition is none.KIND:
         a, c = model.generate(6, gen(7)), model.generate(6, gen(8))
-    if model.condition == "image":  # likewise for the noise beside the patches ...
+    if model.condition is image.KIND:  # likewise for the noise beside the patches ...
         x = condition_for(model, 6)
         a, c = model.complete(x, gen(7))[0], model.complete(x, gen(8))[0]
-    if model.condition == "caption":  # ... and beside the captions
+    if model.condition is caption.KIND:  # ... and beside the captions
         words = condition_for(model, 6)
         a, c = model.generate(words, gen(7)), model.generate(words, gen(8))
     assert not torch.equal(a, c)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import snapshot, unchanged
 
-from gen.conditions import model_domains, sampling_conditions, training_data
+from gen.conditions import model_domains
 from gen.config import ConfigError, from_dict
 from gen.data import DataMeta, to_unit
 from gen.models.gan import d_loss_terms, g_loss
@@ -56,6 +56,14 @@ def batch(model, n: int = 8) -> dict[str, torch.Tensor]:
     """`mixed` as the keyword arguments of `loss`."""
     x, y = mixed(model, n)
     return {"x": x, "y": y}
+
+
+def training_data(model, split):
+    return model.condition.training_data(model, split)
+
+
+def sampling_conditions(model, split, n, generator):
+    return model.condition.sampling_conditions(model, split, n, generator)
 
 
 def other_domains(model, y: torch.Tensor) -> torch.Tensor:

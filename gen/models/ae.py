@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from gen.capabilities import Capabilities
 from gen.config import checked, positive, require
 from gen.data import DataMeta, to_unit
 from gen.models.base import GenerativeModel, randn
@@ -83,6 +84,7 @@ class AE(ConvAutoencoder):
 
     name = "ae"
     Config = AEConfig
+    capabilities = Capabilities(reconstructs=True, latent=True)
 
     def __init__(self, cfg: AEConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)
@@ -170,6 +172,7 @@ class AAE(ConvAutoencoder):
 
     name = "aae"
     Config = AAEConfig
+    capabilities = Capabilities(reconstructs=True, latent=True, prior=True)
     phases = ("ae", "d", "g")
 
     def __init__(self, cfg: AAEConfig, meta: DataMeta) -> None:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen.capabilities import Capabilities
 from gen.config import checked, in_half_open, odd_at_least
 from gen.data import to_unit
 from gen.models.base import GenerativeModel, ModelConfig
@@ -86,6 +87,7 @@ class AutoregressiveModel(GenerativeModel):
     """
 
     family = "autoregressive"
+    capabilities = Capabilities(likelihood="exact")
     phases = ("model",)
 
     def forward(self, u: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from gen.capabilities import Capabilities
+from gen.conditions import ConditionKind, none
 from gen.config import KEY_ONLY, at_least, at_most, checked, in_half_open, positive
 from gen.data import DataMeta
 
@@ -45,19 +47,21 @@ class GenerativeModel(nn.Module):
     """Base class: a model names its optimisation phases and returns its own losses.
 
     Subclasses set `name`, `family`, `Config`, `phases` and implement `param_groups`, `loss` and
-    `sample`. Likelihood models add `log_prob` (exact) or `elbo` / `iwae_bound` (bounds); the
-    evaluation applies only the metrics a model has the methods for.
+    `sample`. Likelihood models add `log_prob` (exact) or `elbo` / `iwae_bound` (bounds) and say
+    so in `capabilities`: the evaluation applies only the metrics a model declares.
     """
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""  # a key of FAMILIES: the report section it is shown in
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     phases: tuple[str, ...] = ("model",)
-    # What the model is conditioned on, which decides the training pairs (x, y) and the
-    # `condition` that `sample` needs (see gen/conditions.py): None (y = class label, used or
-    # not), "caption" (y = caption word ids), "image" (patches of a given image), "domain"
-    # (x = images of several domains, y = domain ids; sample translates source images).
-    condition: ClassVar[str | None] = None
+    # What the model is conditioned on (gen/conditions/): its kind decides the training pairs
+    # (x, y), the `condition` that `sample` needs, the condition figure and metrics. Unconditional
+    # by default (y = class label, used or not); caption.KIND, image.KIND or domain.KIND.
+    condition: ClassVar[ConditionKind] = none.KIND
+    # What it can be measured on (gen/capabilities.py), checked against its methods when the
+    # class is registered.
+    capabilities: ClassVar[Capabilities] = Capabilities()
     # Whether training pairs each image with its class label beside its condition (translation
     # models' semantic term: y = (domain id, label)); the report marks such runs.
     uses_labels: bool = False
@@ -85,7 +89,7 @@ class GenerativeModel(nn.Module):
         self, n: int, generator: torch.Generator | None = None, condition: Any = None
     ) -> torch.Tensor:
         """`n` images as uint8 (n, C, H, W) in the data's levels; conditional models take the
-        `condition` that `gen.conditions.sampling_conditions` makes for their kind."""
+        `condition` that their kind's `sampling_conditions` makes (gen/conditions/)."""
         raise NotImplementedError
 
     def begin_step(self, step: int) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gen.capabilities import Capabilities
 from gen.config import checked, positive
 from gen.data import DataMeta
 from gen.models.base import GenerativeModel, ModelConfig
@@ -23,6 +24,7 @@ class Baseline(GenerativeModel):
 
     name = "baseline"
     family = "baseline"
+    capabilities = Capabilities(likelihood="exact")
     Config = BaselineConfig
     phases = ()
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen.capabilities import Capabilities
 from gen.config import ConfigError, Rule, checked, in_half_open, positive, require
 from gen.data import DataMeta, from_unit, to_unit
 from gen.models.base import GenerativeModel, ModelConfig, randn
@@ -170,6 +171,7 @@ class GAN(AdversarialModel):
 
     name = "gan"
     Config = MLPGANConfig
+    capabilities = Capabilities(latent=True)
 
     def __init__(self, cfg: MLPGANConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)
@@ -230,6 +232,7 @@ class DCGAN(AdversarialModel):
     """Transposed-conv generator and strided-conv discriminator, sized from the image."""
 
     name = "dcgan"
+    capabilities = Capabilities(latent=True)
 
     def __init__(self, cfg: GANConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)

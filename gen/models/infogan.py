@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen.capabilities import Capabilities
 from gen.config import at_least, checked, positive
 from gen.data import DataMeta
 from gen.models.base import randn
@@ -64,6 +65,7 @@ class InfoGAN(AdversarialModel):
 
     name = "infogan"
     Config = InfoGANConfig
+    capabilities = Capabilities(codes=True, latent=True, traversal=True)
     discriminator_net: InfoDiscriminator
 
     def __init__(self, cfg: InfoGANConfig, meta: DataMeta) -> None:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen.capabilities import Capabilities
 from gen.config import at_least, checked, positive, require
 from gen.data import DataMeta, from_unit
 from gen.models.gan import AdversarialConfig, AdversarialModel, d_loss_terms
@@ -231,6 +232,7 @@ class ProGAN(AdversarialModel):
 
     name = "progan"
     Config = ProGANConfig
+    capabilities = Capabilities(latent=True)
     generator_net: ProGenerator
     discriminator_net: ProDiscriminator
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen.conditions import image
 from gen.config import at_least, checked, positive, require
 from gen.data import DataMeta, from_unit, to_unit
 from gen.models.base import randn
@@ -101,7 +102,7 @@ class PuzzleGAN(AdversarialModel):
 
     name = "puzzlegan"
     family = "conditional"
-    condition = "image"
+    condition = image.KIND
     Config = PuzzleGANConfig
     image_free_phases = ()  # G completes real images: every phase reads them
 

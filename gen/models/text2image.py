@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from gen.captions import PAD, check_vocab
+from gen.conditions import caption
 from gen.config import checked, positive
 from gen.data import DataMeta, from_unit
 from gen.models.base import randn
@@ -114,7 +115,7 @@ class Text2Image(AdversarialModel):
     name = "text2image"
     family = "conditional"
     Config = Text2ImageConfig
-    condition = "caption"
+    condition = caption.KIND
     generator_net: TextGenerator
     discriminator_net: TextDiscriminator
 

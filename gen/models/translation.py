@@ -3,8 +3,9 @@ StarGAN (Choi et al., 2018) among all of the data's domains with one generator.
 
 Both train on images of several domains mixed in each batch (y = each image's domain id, in the
 data's numbering, `meta.extra["domains"]`) and are sampled by translating given source images
-to given target domains (`gen.conditions`). They share the conv nets (a residual encoder-decoder
-generator, a PatchGAN-like discriminator), the adversarial loss and the uint8 plumbing.
+to given target domains: gen/conditions/domain.py says what they train on, how they are sampled,
+drawn and scored. They share the conv nets (a residual encoder-decoder generator, a PatchGAN-like
+discriminator), the adversarial loss and the uint8 plumbing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen.conditions import domain
 from gen.config import at_least, checked, positive, require
 from gen.data import DataMeta, from_unit, to_unit
 from gen.models.base import GenerativeModel, ModelConfig
@@ -220,7 +222,7 @@ class TranslationModel(GenerativeModel):
     uint8 `translate` / `reconstruct_cycle` / `sample` around a float `translate_unit`."""
 
     family = "translation"
-    condition = "domain"
+    condition = domain.KIND
     Config = TranslationConfig
     generator_net: nn.Module
     discriminator_net: nn.Module
@@ -265,7 +267,7 @@ class TranslationModel(GenerativeModel):
     @property
     def uses_labels(self) -> bool:
         """Whether training needs each image's class label beside its domain id (then y is
-        (n, 2): domain id, label; see gen.conditions.training_data)."""
+        (n, 2): domain id, label; see gen/conditions/domain.py)."""
         return self.cfg.semantic_weight > 0
 
     def class_labels(self, y: torch.Tensor | None) -> torch.Tensor:
@@ -273,7 +275,7 @@ class TranslationModel(GenerativeModel):
         if y is None or y.dim() != 2:
             raise ValueError(
                 f"{self.name} with semantic_weight > 0 needs y = (domain id, class label) per "
-                "image (see gen.conditions.training_data)"
+                "image (see gen/conditions/domain.py)"
             )
         return y[:, 1]
 
@@ -284,7 +286,7 @@ class TranslationModel(GenerativeModel):
         if y is None:
             raise ValueError(
                 f"{self.name} trains on images of several domains and needs their domain ids y "
-                "(see gen.conditions.training_data)"
+                "(see gen/conditions/domain.py)"
             )
         known = torch.tensor(self.domain_ids, device=y.device)
         if not torch.isin(y, known).all():
@@ -338,7 +340,7 @@ class TranslationModel(GenerativeModel):
         if condition is None:
             raise ValueError(
                 f"{self.name} translates images: sample needs condition=(source uint8 images, "
-                "target domain ids), e.g. from gen.conditions.sampling_conditions"
+                "target domain ids), e.g. from gen/conditions/domain.py"
             )
         x, target = condition
         if len(x) != n:

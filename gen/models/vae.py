@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen.capabilities import Capabilities
 from gen.config import checked, positive
 from gen.data import DataMeta, to_unit
 from gen.models.base import GenerativeModel, ModelConfig, randn
@@ -123,6 +124,7 @@ class VAE(DecodesPixels, GenerativeModel):
 
     name = "vae"
     family = "latent-variable"
+    capabilities = Capabilities(likelihood="bound", reconstructs=True, latent=True)
     Config = VAEConfig
 
     def __init__(self, cfg: VAEConfig, meta: DataMeta) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from gen import stats
+from gen.conditions import none
 from gen.evaluation import metric
 from gen.models.base import FAMILIES
 from gen.registry import MODELS
@@ -18,7 +19,7 @@ from pipeline.report.collection import DATA, Collected
 LABELS_MARK = "(labels)"  # beside a model trained with class labels it need not have used
 # Families whose models are conditioned on nothing: they share the unconditional tables.
 UNCONDITIONAL = tuple(
-    f for f in FAMILIES if any(c.family == f and c.condition is None for c in MODELS.values())
+    f for f in FAMILIES if any(c.family == f and c.condition is none.KIND for c in MODELS.values())
 )
 # (title, families, feature space tag, metric keys): the report's tables of figures.
 TABLES = [

@@ -1,0 +1,126 @@
+"""What a model is conditioned on: one kind object per module, asked by every stage.
+
+A model class names its kind (`condition = domain.KIND`). Training, sampling, the throughput
+probe, the params check, the figures and the metrics each make one call on it, so everything a
+kind means reads in its own module: none.py (unconditional), caption.py, image.py, domain.py.
+Another kind (class labels, say) is one more module and one line in the model class.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from gen.config import from_dict
+
+if TYPE_CHECKING:
+    from gen.data import DataConfig, DataMeta, Split
+    from gen.evaluation import Protocol
+    from gen.models.base import GenerativeModel
+
+COLUMNS = 8  # images in a row of a condition figure
+
+
+@dataclass
+class Conditions:
+    """Conditions for `n` samples: `value` goes to `model.sample(n, g, value)`."""
+
+    value: Any
+    labels: torch.Tensor  # int64 (n,): the class each condition asks for (or keeps)
+    sources: torch.Tensor | None = None  # uint8 (n, C, H, W): the images conditioned on
+    targets: torch.Tensor | None = None  # int64 (n,): target domain ids (translation)
+    source_domains: torch.Tensor | None = None  # int64 (n,): domain of each source image
+
+
+class ConditionKind(ABC):
+    """What every kind answers about a model conditioned on it (each method takes the model)."""
+
+    name: str | None  # what params, tags and messages call it; None: unconditional
+
+    @abstractmethod
+    def check_data(
+        self, model: type[GenerativeModel], section: dict[str, Any] | None, data: DataConfig
+    ) -> None:
+        """Raise a ConfigError when `model` (params section `section`) cannot train on the data
+        `data` describes, judged from params alone: before any stage has done work."""
+
+    @abstractmethod
+    def training_data(
+        self, model: GenerativeModel, split: Split
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The (x, y) the trainer batches for `model`."""
+
+    @abstractmethod
+    def sampling_conditions(
+        self, model: GenerativeModel, split: Split, n: int, generator: torch.Generator
+    ) -> Conditions | None:
+        """Conditions for `n` samples, from the held-out splits; None when `sample` needs none."""
+
+    @abstractmethod
+    def probe_pairs(
+        self, model: GenerativeModel, n: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`n` random training pairs of the data's shape, for the throughput probe."""
+
+    @abstractmethod
+    def probe_condition(
+        self,
+        model: GenerativeModel,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        n: int,
+        device: torch.device,
+    ) -> Any:
+        """What `model.sample(n, g, condition)` needs, from the probe pairs; None for none."""
+
+    @abstractmethod
+    def figure(self, model: GenerativeModel, split: Split, path: Path, seed: int) -> list[Path]:
+        """Conditions beside the model's outputs, written to `path`: [path], or [] for none."""
+
+    @abstractmethod
+    def metrics(
+        self,
+        model: GenerativeModel,
+        split: Split,
+        saved: dict[str, torch.Tensor],
+        protocol: Protocol,
+        seed: int,
+        device: torch.device | str,
+    ) -> dict[str, Any]:
+        """Whether the saved samples obeyed their conditions, and their quality."""
+
+
+def model_domains(model: GenerativeModel) -> list[int]:
+    """The domain ids a translation model works on (all of the data's by default)."""
+    ids = getattr(model, "domain_ids", None)
+    return list(ids) if ids is not None else list(range(len(model.meta.extra["domains"])))
+
+
+def _cycle(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """`n` indices into `size` items: every item once per pass, in a shuffled order."""
+    passes = -(-n // size)
+    return torch.cat([torch.randperm(size, generator=generator) for _ in range(passes)])[:n]
+
+
+def random_pairs(
+    meta: DataMeta, n: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` random images of the data's shape and levels, and class labels: the probe's data
+    (speed does not depend on the values). Every kind draws these first, in this order."""
+    x = torch.randint(0, meta.levels, (n, *meta.shape), generator=generator, dtype=torch.uint8)
+    labels = torch.randint(0, max(meta.n_classes, 1), (n,), generator=generator)
+    return x, labels
+
+
+def build_once(
+    model: type[GenerativeModel], section: dict[str, Any] | None, meta: DataMeta
+) -> None:
+    """Build `model` for data `meta` so its config and shape checks run, leaving the global
+    seed as it was (building draws weights)."""
+    cfg = from_dict(model.Config, model.name, section)
+    with torch.random.fork_rng(devices=[]):
+        model(cfg, meta)

@@ -1,0 +1,90 @@
+"""Image completion (puzzlegan): trained like an unconditional model (y = class labels),
+sampled by completing the key patches of validation images, scored on how well the given
+patches are kept; the figure shows images, their key patches and the completions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from gen import metrics as M
+from gen.conditions import COLUMNS, ConditionKind, Conditions, _cycle, build_once, random_pairs
+from gen.data import DataConfig, Split, expected_meta
+from gen.evaluation import Protocol, sample_quality
+from gen.plots import labelled_rows
+
+if TYPE_CHECKING:
+    from gen.models.base import GenerativeModel
+
+
+class ImageKind(ConditionKind):
+    name = "image"
+
+    def check_data(
+        self, model: type[GenerativeModel], section: dict[str, Any] | None, data: DataConfig
+    ) -> None:
+        build_once(model, section, expected_meta(data))
+
+    def training_data(
+        self, model: GenerativeModel, split: Split
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return split.train_x, split.train_y
+
+    def sampling_conditions(
+        self, model: GenerativeModel, split: Split, n: int, generator: torch.Generator
+    ) -> Conditions:
+        # Completed from validation images: its samples are scored against the test split, so
+        # conditioning on test images would let it copy the very images it is compared with.
+        pool_x, pool_y = (
+            (split.val_x, split.val_y) if split.val_x is not None else (split.test_x, split.test_y)
+        )
+        idx = _cycle(n, len(pool_x), generator)
+        x = pool_x[idx]
+        return Conditions(x, pool_y[idx], sources=x)
+
+    def probe_pairs(
+        self, model: GenerativeModel, n: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return random_pairs(model.meta, n, generator)
+
+    def probe_condition(
+        self,
+        model: GenerativeModel,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        n: int,
+        device: torch.device,
+    ) -> torch.Tensor:
+        return x[:n].to(device)
+
+    @torch.no_grad()
+    def figure(self, model: GenerativeModel, split: Split, path: Path, seed: int) -> list[Path]:
+        g = torch.Generator().manual_seed(seed)
+        levels, dev = model.meta.levels, model.device
+        x = split.test_x[torch.randperm(len(split.test_x), generator=g)[: 2 * COLUMNS]]
+        mask = model.patch_mask(x.to(dev)).cpu().expand_as(x)
+        patches = torch.where(mask, x, torch.full_like(x, levels // 2))
+        out = model.sample(len(x), g, x.to(dev)).cpu()
+        rows, labels = [x, patches, out], ["image", "key patches", "generated"]
+        return [labelled_rows(rows, labels, levels, path)]
+
+    def metrics(
+        self,
+        model: GenerativeModel,
+        split: Split,
+        saved: dict[str, torch.Tensor],
+        protocol: Protocol,
+        seed: int,
+        device: torch.device | str,
+    ) -> dict[str, Any]:
+        samples, sources = saved["images"], saved["sources"]
+        with torch.no_grad():
+            mask = model.patch_mask(sources.to(device)).cpu()
+        error = M.masked_error(sources, samples, mask, split.meta.levels)
+        quality = sample_quality(samples, split, protocol, seed, device)
+        return {"patch_error": error, **quality}
+
+
+KIND = ImageKind()
