@@ -10,6 +10,7 @@ from gen.data import DataConfig, DataMeta
 from gen.models.ae import AAE, AE
 from gen.models.base import FAMILIES, GenerativeModel
 from gen.models.baseline import Baseline
+from gen.models.cyclegan import CycleGAN
 from gen.models.gan import DCGAN, GAN
 from gen.models.gated_pixelcnn import GatedPixelCNN
 from gen.models.infogan import InfoGAN
@@ -17,8 +18,8 @@ from gen.models.pixelcnn import PixelCNN
 from gen.models.pixelrnn import DiagonalBiLSTM, RowLSTM
 from gen.models.progan import ProGAN
 from gen.models.puzzlegan import PuzzleGAN
+from gen.models.stargan import StarGAN
 from gen.models.text2image import Text2Image
-from gen.models.translation import CycleGAN, StarGAN
 from gen.models.vae import VAE
 
 MODELS: dict[str, type[GenerativeModel]] = {

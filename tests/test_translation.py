@@ -12,8 +12,10 @@ from conftest import snapshot, unchanged
 from gen.conditions import model_domains
 from gen.config import ConfigError, from_dict
 from gen.data import DataMeta, to_unit
+from gen.models.cyclegan import CycleGAN
 from gen.models.gan import d_loss_terms, g_loss
-from gen.models.translation import CycleGAN, StarGAN, adversarial_loss
+from gen.models.stargan import StarGAN
+from gen.models.translation import adversarial_loss
 from gen.trainer import train
 
 NAMES = ["handwritten", "sans", "serif"]

@@ -1,11 +1,11 @@
-"""Unpaired image-to-image translation: CycleGAN (Zhu et al., 2017) between two domains and
-StarGAN (Choi et al., 2018) among all of the data's domains with one generator.
+"""What CycleGAN (gen/models/cyclegan.py) and StarGAN (gen/models/stargan.py) share: the
+config fields, the conv nets (a residual encoder-decoder generator, a PatchGAN-like
+discriminator), the adversarial loss, the semantic term's class labels and the uint8 plumbing.
 
 Both train on images of several domains mixed in each batch (y = each image's domain id, in the
 data's numbering, `meta.extra["domains"]`) and are sampled by translating given source images
 to given target domains: gen/conditions/domain.py says what they train on, how they are sampled,
-drawn and scored. They share the conv nets (a residual encoder-decoder generator, a PatchGAN-like
-discriminator), the adversarial loss and the uint8 plumbing.
+drawn and scored.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from gen.conditions import domain
 from gen.config import at_least, checked, positive, require
 from gen.data import DataMeta, from_unit, to_unit
 from gen.models.base import GenerativeModel, ModelConfig
-from gen.models.gan import AdversarialModel, dcgan_init
+from gen.models.gan import AdversarialModel
 
 GAN_LOSSES = ("least_squares", "non_saturating")
 
@@ -216,6 +216,13 @@ def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return mean_or_zero((a.float() - b.float()).abs())
 
 
+def realness(logit: torch.Tensor, kind: str) -> torch.Tensor:
+    """How real D finds these images on average, in [0, 1] for the logged d_real / d_fake."""
+    logit = logit.detach().float()
+    per = logit.clamp(0, 1) if kind == "least_squares" else torch.sigmoid(logit)
+    return mean_or_zero(per)
+
+
 # ------------------------------------------------------------------------------ shared base
 class TranslationModel(GenerativeModel):
     """Shared mechanics: phases ("d",)*k + ("g",), D/G parameter groups, domain checks, and
@@ -346,232 +353,3 @@ class TranslationModel(GenerativeModel):
         if len(x) != n:
             raise ValueError(f"asked for {n} samples but the condition has {len(x)} images")
         return self.translate(x, target)
-
-
-# ------------------------------------------------------------------------------------ CycleGAN
-@dataclass
-class CycleGANConfig(TranslationConfig):
-    domain_a: str = "handwritten"  # names in the data's domains (meta.extra["domains"])
-    domain_b: str = "serif"
-    # Lambda of the L1 cycle-consistency loss, both directions.
-    cycle_weight: float = checked(10.0, at_least(0))
-    # Identity loss |G_AB(b) - b| + |G_BA(a) - a|, weighted identity_weight * cycle_weight as in
-    # the paper (0.5 there for photo <-> painting); 0 disables it.
-    identity_weight: float = checked(0.5, at_least(0))
-
-    def validate(self, section: str) -> None:
-        require(
-            self.domain_a != self.domain_b,
-            f"{section}.domain_a and domain_b are both {self.domain_a!r}; name two domains",
-        )
-
-
-class CycleGAN(TranslationModel):
-    """Two generators G_AB, G_BA and two PatchGAN discriminators D_A, D_B; G is trained to
-    fool D and to come back: G_BA(G_AB(a)) ~ a and G_AB(G_BA(b)) ~ b."""
-
-    name = "cyclegan"
-    Config = CycleGANConfig
-
-    def __init__(self, cfg: CycleGANConfig, meta: DataMeta) -> None:
-        super().__init__(cfg, meta)
-        self.domain_ids = [
-            self.domain_id("domain_a", cfg.domain_a),
-            self.domain_id("domain_b", cfg.domain_b),
-        ]
-        c = meta.channels
-
-        def g() -> nn.Module:
-            return ConvGenerator(c, cfg.g_channels, cfg.res_blocks, self.g_down, 0, cfg.edit)
-
-        def d() -> nn.Module:
-            if self.uses_labels:  # a class head beside the patch scores
-                return TwoHeadDiscriminator(c, cfg.d_channels, self.n_down, meta.n_classes, meta)
-            return patch_discriminator(c, cfg.d_channels, self.n_down)
-
-        self.generator_net = nn.ModuleDict({"ab": g(), "ba": g()})
-        self.discriminator_net = nn.ModuleDict({"a": d(), "b": d()})
-        self.apply(dcgan_init)
-
-    def masks(self, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Which images of a mixed batch are of domain A and which of B (either may be none)."""
-        domain = self.check_domains(y)
-        a, b = self.domain_ids
-        return domain == a, domain == b
-
-    def patch_logits(self, key: str, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """D_key's real/fake logits for `u` and, with the semantic term, its class logits
-        (else an empty placeholder, never used)."""
-        out = self.discriminator_net[key](u)  # convs only: an empty batch gives empty logits
-        return out if isinstance(out, tuple) else (out, u.new_empty(0))
-
-    def loss(
-        self, x: torch.Tensor, phase: str, y: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        cfg, kind = self.cfg, self.cfg.gan_loss
-        G = self.generator_net
-        in_a, in_b = self.masks(y)
-        u = to_unit(x, self.meta.levels)
-        real_a, real_b = u[in_a], u[in_b]
-        if self.uses_labels:
-            labels = self.class_labels(y)
-            label_a, label_b = labels[in_a], labels[in_b]
-        if phase == "d":
-            with torch.no_grad():
-                fake_b, fake_a = apply(G["ab"], real_a), apply(G["ba"], real_b)
-            noisy = self.real_input(x)
-            da_real, cls_a = self.patch_logits("a", noisy[in_a])
-            db_real, cls_b = self.patch_logits("b", noisy[in_b])
-            da_fake, _ = self.patch_logits("a", fake_a)
-            db_fake, _ = self.patch_logits("b", fake_b)
-            d_a = adversarial_loss(da_real, True, kind) + adversarial_loss(da_fake, False, kind)
-            d_b = adversarial_loss(db_real, True, kind) + adversarial_loss(db_fake, False, kind)
-            terms = {
-                "loss": d_a + d_b,
-                "d_a": d_a.detach(),
-                "d_b": d_b.detach(),
-                "d_real": _score(torch.cat([da_real, db_real]), kind),
-                "d_fake": _score(torch.cat([da_fake, db_fake]), kind),
-            }
-            if self.uses_labels:
-                cls = cross_entropy(cls_a, label_a) + cross_entropy(cls_b, label_b)
-                terms["loss"] = terms["loss"] + cfg.semantic_weight * cls
-                terms["cls_real"] = cls.detach()
-            return terms
-        if phase == "g":
-            fake_b, fake_a = apply(G["ab"], real_a), apply(G["ba"], real_b)
-            db_fake, cls_fake_b = self.patch_logits("b", fake_b)
-            da_fake, cls_fake_a = self.patch_logits("a", fake_a)
-            adv = adversarial_loss(db_fake, True, kind) + adversarial_loss(da_fake, True, kind)
-            noise = cfg.cycle_noise
-            cycle = l1(apply(G["ba"], jitter(fake_b, noise)), real_a) + l1(
-                apply(G["ab"], jitter(fake_a, noise)), real_b
-            )
-            loss = adv + cfg.cycle_weight * cycle
-            terms = {"adv": adv.detach(), "cycle": cycle.detach()}
-            if cfg.identity_weight > 0:
-                identity = l1(apply(G["ab"], real_b), real_b) + l1(apply(G["ba"], real_a), real_a)
-                loss = loss + cfg.identity_weight * cfg.cycle_weight * identity
-                terms["identity"] = identity.detach()
-            if self.uses_labels:
-                # A translation should read as its source's digit in the target domain.
-                semantic = cross_entropy(cls_fake_b, label_a) + cross_entropy(cls_fake_a, label_b)
-                loss = loss + cfg.semantic_weight * semantic
-                terms["semantic"] = semantic.detach()
-            return {"loss": loss, **terms}
-        raise self.unknown_phase(phase)
-
-    def translate_unit(self, u: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Target B -> G_AB, target A -> G_BA (the source is the other domain)."""
-        to_b = target == self.domain_ids[1]
-        out = torch.empty_like(u)
-        out[to_b] = apply(self.generator_net["ab"], u[to_b]).to(u.dtype)
-        out[~to_b] = apply(self.generator_net["ba"], u[~to_b]).to(u.dtype)
-        return out
-
-
-# ------------------------------------------------------------------------------------ StarGAN
-@dataclass
-class StarGANConfig(TranslationConfig):
-    # lambda_cls: domain classification, of reals in D and fakes in G.
-    cls_weight: float = checked(1.0, at_least(0))
-    # lambda_rec: L1 of G(G(x, target), source) against x.
-    rec_weight: float = checked(10.0, at_least(0))
-
-
-class StarGAN(TranslationModel):
-    """One generator G(x, c) for every target domain c (a one-hot map beside the image), and a
-    discriminator that also classifies the domain; a reconstruction G(G(x, c), c_x) ~ x keeps
-    what the translation should not change. With the semantic term D's class head also reads
-    the digit (k domain logits, then the data's class logits)."""
-
-    name = "stargan"
-    Config = StarGANConfig
-    discriminator_net: TwoHeadDiscriminator
-
-    def __init__(self, cfg: StarGANConfig, meta: DataMeta) -> None:
-        super().__init__(cfg, meta)
-        self.domain_ids = list(range(len(self.domain_names)))
-        k, c = len(self.domain_ids), meta.channels
-        self.generator_net = ConvGenerator(
-            c, cfg.g_channels, cfg.res_blocks, self.g_down, k, cfg.edit
-        )
-        heads = k + (meta.n_classes if self.uses_labels else 0)
-        self.discriminator_net = TwoHeadDiscriminator(c, cfg.d_channels, self.n_down, heads, meta)
-        self.apply(dcgan_init)
-
-    def judge(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """D's real/fake logits, domain logits and (with the semantic term) digit logits."""
-        adv, cls = self.discriminator_net(u)
-        k = len(self.domain_ids)
-        return adv, cls[:, :k], cls[:, k:]
-
-    def generate(self, u: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """G(x, target): images in [-1, 1] with the target's one-hot broadcast over the image."""
-        one_hot = F.one_hot(target, len(self.domain_ids)).to(u.dtype)
-        maps = one_hot[:, :, None, None].expand(-1, -1, *u.shape[2:])
-        return self.generator_net(u, maps)
-
-    def translate_unit(self, u: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.generate(u, target)
-
-    def random_targets(self, source: torch.Tensor) -> torch.Tensor:
-        """A uniformly drawn other domain for each image."""
-        k = len(self.domain_ids)
-        shift = torch.randint(1, k, source.shape, device=source.device)
-        return (source + shift) % k
-
-    def loss(
-        self, x: torch.Tensor, phase: str, y: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        cfg, kind = self.cfg, self.cfg.gan_loss
-        source = self.check_domains(y)
-        real = to_unit(x, self.meta.levels)
-        target = self.random_targets(source)
-        labels = self.class_labels(y) if self.uses_labels else None
-        if phase == "d":
-            with torch.no_grad():
-                fake = self.generate(real, target)
-            real_adv, real_cls, real_digit = self.judge(self.real_input(x))
-            fake_adv, _, _ = self.judge(fake)
-            adv = adversarial_loss(real_adv, True, kind) + adversarial_loss(fake_adv, False, kind)
-            cls = F.cross_entropy(real_cls.float(), source)
-            terms = {
-                "loss": adv + cfg.cls_weight * cls,
-                "adv": adv.detach(),
-                "cls_real": cls.detach(),
-                "cls_accuracy": (real_cls.argmax(1) == source).float().mean(),
-                "d_real": _score(real_adv, kind),
-                "d_fake": _score(fake_adv, kind),
-            }
-            if labels is not None:
-                digit = cross_entropy(real_digit, labels)
-                terms["loss"] = terms["loss"] + cfg.semantic_weight * digit
-                terms["digit_real"] = digit.detach()
-            return terms
-        if phase == "g":
-            fake = self.generate(real, target)
-            fake_adv, fake_cls, fake_digit = self.judge(fake)
-            adv = adversarial_loss(fake_adv, True, kind)
-            cls = F.cross_entropy(fake_cls.float(), target)
-            rec = l1(self.generate(jitter(fake, cfg.cycle_noise), source), real)
-            loss = adv + cfg.cls_weight * cls + cfg.rec_weight * rec
-            terms = {
-                "adv": adv.detach(),
-                "cls_fake": cls.detach(),
-                "rec": rec.detach(),
-                "cls_accuracy_fake": (fake_cls.argmax(1) == target).float().mean(),
-            }
-            if labels is not None:  # the translation should read as its source's digit
-                semantic = cross_entropy(fake_digit, labels)
-                loss = loss + cfg.semantic_weight * semantic
-                terms["semantic"] = semantic.detach()
-            return {"loss": loss, **terms}
-        raise self.unknown_phase(phase)
-
-
-def _score(logit: torch.Tensor, kind: str) -> torch.Tensor:
-    """How real D finds these images on average, in [0, 1] for the logged d_real / d_fake."""
-    logit = logit.detach().float()
-    per = logit.clamp(0, 1) if kind == "least_squares" else torch.sigmoid(logit)
-    return mean_or_zero(per)
