@@ -4,12 +4,12 @@ One metric registry (`METRICS`) names every figure genbench reports; `metrics.js
 the report's columns and notes and the tests all read it. What a model is measured on follows
 from what it declares it can do (`model.capabilities`, gen/capabilities.py), in this one place.
 
-Sample quality is computed once per (samples, reference) pair from features extracted once:
-the feature extractor's vectors are whitened with the training split's mean and covariance
-(fixed: the same for every model, seed and draw), and FID, KID, precision / recall, density /
-coverage and the copy rate are all computed in that space. KID's cubic kernel assumes features
-of order 1 in every direction, so on raw 128-d classifier features it read in the thousands;
-whitened, real-vs-real KID is about 0 (see `gen.metrics.whitener`).
+Sample quality is computed once per (samples, reference) pair from features extracted once
+(gen/features.py): the feature extractor's vectors are whitened with the training split's mean
+and covariance (fixed: the same for every model, seed and draw), and FID, KID, precision /
+recall, density / coverage and the copy rate are all computed in that space. KID's cubic
+kernel assumes features of order 1 in every direction, so on raw 128-d classifier features it
+read in the thousands; whitened, real-vs-real KID is about 0 (see `gen.metrics.whitener`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from gen import metrics as M
+from gen.features import Features, extract
 
 Table = Literal["quality", "conditions", "cost", "validation"]
 
@@ -182,66 +183,6 @@ def empty_metrics() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------- feature space
-@dataclass
-class Features:
-    """Feature vectors (float64, N x D) and logits of one image set."""
-
-    features: torch.Tensor
-    logits: torch.Tensor
-
-
-def extract(
-    images: torch.Tensor,
-    levels: int,
-    extractor: str,
-    weights: str | Path | None,
-    batch_size: int = 500,
-    device: torch.device | str = "cpu",
-) -> Features:
-    """Features of uint8 images: the data set's classifier, or torch-fidelity's Inception."""
-    if extractor == "classifier":
-        from gen.classifier import load_classifier
-
-        if weights is None:
-            raise M.MetricError("the classifier feature extractor needs the classifier checkpoint")
-        net = load_classifier(weights, device)
-        feats, logits = [], []
-        with torch.no_grad():
-            for i in range(0, len(images), batch_size):
-                f = net.features(images[i : i + batch_size].to(device))
-                feats.append(f.double().cpu())
-                logits.append(net.head(f).double().cpu())
-        return Features(torch.cat(feats), torch.cat(logits))
-    if extractor == M.INCEPTION_EXTRACTOR:
-        return _inception_features(images, levels, weights, batch_size, device)
-    raise M.MetricError(
-        f"unknown feature extractor '{extractor}'; known: classifier, {M.INCEPTION_EXTRACTOR}"
-    )
-
-
-def _inception_features(images, levels, weights, batch_size, device) -> Features:
-    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
-
-    cuda = torch.device(device).type == "cuda"
-    try:
-        fe = create_feature_extractor(
-            M.INCEPTION_EXTRACTOR,
-            ["2048", "logits_unbiased"],
-            cuda=cuda,
-            feature_extractor_weights_path=str(weights) if weights else None,
-        )
-        out = get_featuresdict_from_dataset(
-            M.Images(M.to_rgb8(images, levels)), fe, batch_size, cuda, True, False
-        )
-    except Exception as exc:
-        raise M.MetricError(
-            f"Inception features unavailable ({type(exc).__name__}: {str(exc)[:120]}); set "
-            "eval.inception_weights to a local weights file or use "
-            "eval.feature_extractor: classifier"
-        ) from None
-    return Features(out["2048"].double(), out["logits_unbiased"].double())
-
-
 def quality(
     samples: Features,
     reference: Features,

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from gen.classifier import ClassifierConfig, classifier_checkpoint, train_classifier
-from gen.evaluation import extract
 from gen.evaluation import quality as quality_of
+from gen.features import extract
 from gen.metrics import (
     MetricError,
     agreement,
