@@ -17,7 +17,7 @@ import torch
 
 GEN = Path(__file__).resolve().parents[1] / "gen"
 # The code that scores samples: an edited metric is another protocol, like another eval param.
-SCORING = [GEN / "evaluation.py", GEN / "metrics.py", GEN / "classifier.py"]
+SCORING = [GEN / "evaluation.py", GEN / "features.py", GEN / "metrics.py", GEN / "classifier.py"]
 # eval params that change how samples are scored (batch_size only changes the speed)
 EVAL_KEYS_IGNORED = ("batch_size",)
 
