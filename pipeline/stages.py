@@ -20,7 +20,8 @@ from gen import distributed
 from gen import evaluation as E
 from gen import metrics as M
 from gen.checkpoint import load_checkpoint, model_from_checkpoint, resume_step, run_identity
-from gen.data import Split, dataset_id, load, load_split, save_split
+from gen.data import Split, dataset_id, load_split, save_split
+from gen.datasets import load
 from gen.models.base import count_params
 from gen.registry import build
 from gen.trainer import deterministic_mode, pick_device, train

@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from gen.data import DataConfig, Split, load
+from gen.data import DataConfig, Split
+from gen.datasets import load
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

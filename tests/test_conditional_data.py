@@ -23,7 +23,8 @@ from gen.conditions.caption import KIND as CAPTION
 from gen.conditions.domain import KIND as DOMAIN
 from gen.conditions.none import KIND as NONE
 from gen.config import ConfigError, from_dict
-from gen.data import DataConfig, DataMeta, load, load_split, save_split
+from gen.data import DataConfig, DataMeta, load_split, save_split
+from gen.datasets import load
 from gen.domains import (
     DomainError,
     attribute_csv,

@@ -17,13 +17,11 @@ from gen.data import (
     DataError,
     dataset_id,
     from_unit,
-    load,
     load_split,
-    mixture_log_prob,
-    mixture_templates,
     save_split,
     to_unit,
 )
+from gen.datasets import load, mixture_log_prob, mixture_templates
 
 
 # ---------------------------------------------------------------------------------- digits
