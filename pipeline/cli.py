@@ -260,52 +260,11 @@ def throughput(
 ) -> None:
     """Train and sample images per second of each model, in this process, through the code
     `genbench train` and `genbench sample` run (random data of the data set's shape)."""
-    from gen.registry import model_class
-    from gen.trainer import pick_device
-    from pipeline.throughput import measure, probe_meta
+    from pipeline.throughput_table import print_table
 
     p = load_params(params_path)
-    names = _names(models) or list(p.benchmark.models)
-    for name in names:
-        model_class(name)
-    try:
-        dev = pick_device(device or p.train.device)
-    except RuntimeError as exc:
-        raise UserError(f"--device={device}: {exc}") from None
-    meta = probe_meta(p.data)
-    compile_loss = p.train.compile if compile_loss is None else compile_loss
-    channels_last = p.train.channels_last if channels_last is None else channels_last
-    click.echo(
-        f"{'model':<16} {'params':>10} {'train img/s':>12} {'steps/s':>9} {'sample img/s':>13}"
-    )
-    for name in names:
-        section = p.model_section(name)
-        bs = batch_size or section.get("batch_size") or model_class(name).Config().batch_size
-        got = measure(
-            name,
-            section,
-            meta,
-            bs,
-            steps,
-            samples,
-            str(dev),
-            threads or p.train.threads,
-            compile_loss,
-            channels_last,
-        )
-
-        def fmt(v: float | None, width: int) -> str:
-            return f"{v:>{width}.1f}" if v else f"{'n/a':>{width}}"
-
-        click.echo(
-            f"{name:<16} {got['params']:>10,} {fmt(got['train_images_per_s'], 12)} "
-            f"{fmt(got['train_steps_per_s'], 9)} {fmt(got['sample_images_per_s'], 13)}"
-        )
-    click.echo(
-        f"device {dev}, {threads or p.train.threads} thread(s), data {dataset_id(p.data)}"
-        + (", compiled" if compile_loss else "")
-        + (", channels_last" if channels_last else "")
-    )
+    names = _names(models)
+    print_table(p, names, steps, samples, batch_size, device, threads, compile_loss, channels_last)
 
 
 @main.command("preset")
