@@ -203,7 +203,7 @@ def test_bad_param_type_is_a_clear_error(project: Path, monkeypatch):
 
 
 def test_the_queue_runs_the_longest_experiments_first():
-    from pipeline.cli import _longest_first
+    from pipeline.benchmark import _longest_first
     from pipeline.params import load_params
 
     p = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
@@ -233,7 +233,7 @@ def test_throughput_command_names_a_device_it_cannot_use(monkeypatch):
 
 
 def test_a_benchmark_applies_its_params_model_only_over_its_own_outputs():
-    from pipeline.cli import foreign_changes
+    from pipeline.benchmark import foreign_changes
 
     own = ["metrics.json", "dvc.lock", "params.yaml", "runs/run.json", "reports/benchmark.md"]
     assert foreign_changes(own) == []

@@ -1,0 +1,312 @@
+"""`genbench benchmark`: one DVC experiment per (model, seed) as child runs of one MLflow
+benchmark run, the `data` row, then the report; with the timings of where the time went."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import IO
+
+import click
+
+from gen.data import dataset_id
+from gen.registry import check_data, model_class
+from pipeline import provenance, stages, tracking
+from pipeline.errors import ReportError, UserError
+from pipeline.params import Params
+from pipeline.report import build_report
+from pipeline.throughput import step_seconds
+
+BENCHMARK_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")  # safe in MLflow filters and file names
+# What a benchmark itself writes in the workspace: `dvc exp apply` may replace these.
+BENCHMARK_OUTPUTS = ("metrics.json", "dvc.lock", "params.yaml", "runs/", "reports/", "data/")
+
+Timings = list[tuple[str, float]]  # (what, seconds), in the order they ran
+
+
+def run(
+    p: Params,
+    params_path: str,
+    names: list[str] | None,
+    seeds: list[int] | None,
+    jobs: int | None,
+    name: str | None,
+) -> None:
+    """Benchmark `names` x `seeds` under the name `name` (default: benchmark-<time>), `jobs`
+    experiments at once (a None is the params' benchmark.*); `params_path` is left as it was.
+    Raises if any experiment did not finish, after the report of those that did."""
+    names = names or list(p.benchmark.models)
+    seeds = seeds or list(p.benchmark.seeds)
+    jobs = jobs or p.benchmark.jobs
+    if name is not None and not BENCHMARK_NAME.fullmatch(name):
+        raise UserError(
+            f"--name={name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-'"
+        )
+    _preflight(p, names, seeds)
+    path = Path(params_path)
+    original = path.read_text()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = name or f"benchmark-{stamp}"
+    dataset = dataset_id(p.data)
+    timings: Timings = []
+    planned = [(m, s) for s in seeds for m in names]
+    t_all = time.perf_counter()
+    try:
+        fp = _ruler_and_data_row(p, dataset, timings)
+        settings = {"models": ",".join(names), "seeds": ",".join(map(str, seeds))}
+        parent = tracking.start_benchmark(dataset, name, settings)
+        tracking.set_tags(parent, fp)
+        os.environ[tracking.PARENT_ENV] = parent
+        with tracking.failing(parent):
+            if jobs > 1:
+                t0 = time.perf_counter()
+                planned = _longest_first(p, planned)
+                timings.append(("cost probe (order of experiments)", time.perf_counter() - t0))
+            _run_experiments(planned, stamp, jobs, parent, name, timings)
+            _apply_params_model(p, planned, stamp)
+            failed = _unfinished(dataset, parent, planned)
+            tracking.finish(parent, "FAILED" if failed else "FINISHED")
+    finally:
+        os.environ.pop(tracking.PARENT_ENV, None)
+        if path.read_text() != original:
+            path.write_text(original)  # `dvc exp run -S` edits params.yaml in the workspace
+    written = _report(dataset, names, name, bool(failed), timings)
+    timings.append(("total", time.perf_counter() - t_all))
+    _log_timings(dataset, parent, names, timings)
+    if written is not None:
+        click.echo(f"wrote {written[0]} and {written[1]}")
+    if failed:
+        raise click.ClickException(
+            f"{len(failed)} of {len(planned)} experiments did not finish: {', '.join(failed)} "
+            "(see the output above; the report lists them as failed)"
+        )
+
+
+def _preflight(p: Params, names: list[str], seeds: list[int]) -> None:
+    """Everything visible before the first experiment: models, their data, the repository and
+    the tracking store. A benchmark that cannot finish must not start."""
+    for name in names:
+        check_data(name, p.model_section(name), p.data)
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds={','.join(map(str, seeds))} must be distinct integers >= 0")
+    if not Path(".dvc").is_dir():
+        raise UserError("not a DVC repository: run `genbench benchmark` from the repository root")
+    if not (_git("config", "user.name") and _git("config", "user.email")):
+        raise UserError(
+            "DVC experiments commit to git, which has no identity here: set "
+            "`git config user.name ...` and `git config user.email ...` first"
+        )
+    tracking.check_store()
+
+
+def _ruler_and_data_row(p: Params, dataset: str, timings: Timings) -> dict[str, str]:
+    """The ruler and the data row first, in the workspace: every experiment then takes prepare
+    and classifier from DVC's cache. This also makes the store, so parallel workers never race
+    to create it. Returns the protocol fingerprint."""
+    t0 = time.perf_counter()
+    click.echo("==> dvc repro reference (data, classifier, data row)", err=True)
+    if dvc("repro", "reference").returncode:
+        raise click.ClickException("preparing the data, classifier or data row failed")
+    fp = provenance.fingerprint(
+        p.raw.get("data", {}), p.raw.get("eval", {}), stages.PREPARED, stages.CLASSIFIERS
+    )
+    if not _data_row(dataset, fp["protocol"]):  # the stage was cached but the run is gone
+        if dvc("repro", "--force", "--single-item", "reference").returncode:
+            raise click.ClickException("scoring the data row failed")
+    timings.append(("data + classifier + data row", time.perf_counter() - t0))
+    return fp
+
+
+def _data_row(dataset: str, protocol: str) -> bool:
+    """Whether the store has a finished `data` row for this protocol."""
+    runs = tracking.search(dataset, f"tags.model = 'data' and tags.protocol = '{protocol}'")
+    return not runs.empty
+
+
+def _longest_first(p: Params, planned: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The order of parallel runs: longest first (a few measured training steps x steps), so
+    no long experiment starts last and runs alone while the other workers are idle."""
+    cost = {}
+    for name in dict.fromkeys(m for m, _ in planned):
+        section = p.model_section(name)
+        steps = section.get("steps", model_class(name).Config().steps)
+        try:
+            cost[name] = step_seconds(name, section, p.data) * steps
+        except Exception:  # an estimate only: a model the probe cannot run keeps its place
+            cost[name] = 0.0
+    return sorted(planned, key=lambda ms: -cost[ms[0]])
+
+
+def _run_experiments(
+    planned: list[tuple[str, int]],
+    stamp: str,
+    jobs: int,
+    parent: str,
+    bench_name: str,
+    timings: Timings,
+) -> None:
+    """The DVC experiments, one after another in the workspace, or `jobs` at a time each in a
+    temporary copy (`dvc exp run --temp`); each one's MLflow run becomes a child of `parent`
+    (also a run DVC found unchanged and did not rerun)."""
+    if jobs == 1:
+        for name, seed in planned:
+            label = f"{name}-s{seed}"
+            click.echo(f"==> dvc exp run evaluate -S model={name} -S seed={seed}", err=True)
+            t0 = time.perf_counter()
+            exp = ["exp", "run", "evaluate", "-S", f"model={name}", "-S", f"seed={seed}"]
+            if dvc(*exp, "-n", f"{label}-{stamp}").returncode == 0:
+                info = json.loads(stages.RUN_INFO.read_text())
+                tracking.adopt(info["run_id"], parent, bench_name)
+            timings.append((label, time.perf_counter() - t0))
+        return
+    t0 = time.perf_counter()
+    logs = Path(".dvc") / "tmp" / "genbench" / stamp
+    logs.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(jobs) as pool:
+        running = [pool.submit(_temp_experiment, m, s, stamp, logs) for m, s in planned]
+        for done in as_completed(running):
+            label, code, seconds, log = done.result()
+            status = "finished" if code == 0 else f"FAILED (exit {code}; log: {log})"
+            click.echo(f"==> {label} {status} in {seconds:.0f} s", err=True)
+            if code:
+                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                click.echo("\n".join(f"    {line}" for line in tail), err=True)
+    timings.append((f"{len(planned)} experiments, {jobs} at a time", time.perf_counter() - t0))
+    for name, seed in planned:
+        run_id = _experiment_run_id(f"{name}-s{seed}-{stamp}")
+        if run_id is not None and tracking.run_exists(run_id):
+            tracking.adopt(run_id, parent, bench_name)
+
+
+def _temp_experiment(name: str, seed: int, stamp: str, logs: Path) -> tuple[str, int, float, Path]:
+    """`dvc exp run --temp` of one (model, seed), its output in a log file. DVC's own queue is
+    not used: its workers share a file-system message broker that loses a worker to a read
+    race (a JSONDecodeError in kombu), after which the rest ran one at a time."""
+    label = f"{name}-s{seed}"
+    exp = ["exp", "run", "evaluate", "--temp", "-S", f"model={name}", "-S", f"seed={seed}"]
+    log = logs / f"{label}.log"
+    t0 = time.perf_counter()
+    for _attempt in range(2):  # once more if another experiment held DVC's lock
+        with log.open("w") as out:
+            code = dvc(*exp, "-n", f"{label}-{stamp}", log=out).returncode
+        if code == 0 or "lock" not in log.read_text(errors="replace").lower():
+            break
+    return label, code, time.perf_counter() - t0, log
+
+
+def _experiment_run_id(exp_name: str) -> str | None:
+    """The MLflow run a `--temp` experiment trained into (its run.json, committed to its ref)."""
+    refs = _git("for-each-ref", "--format=%(refname)", "refs/exps").splitlines()
+    ref = next((r for r in refs if r.endswith("/" + exp_name)), None)
+    text = _git("show", f"{ref}:{stages.RUN_INFO.as_posix()}") if ref else ""
+    try:
+        return json.loads(text)["run_id"] if text else None
+    except (ValueError, KeyError):
+        return None
+
+
+def _apply_params_model(p: Params, planned: list[tuple[str, int]], stamp: str) -> None:
+    """Leave the workspace holding the experiment of the model and seed params.yaml names
+    (`dvc exp apply`), so its metrics.json, run.json and dvc.lock belong to that model and
+    `dvc exp show` pairs it with its own figures (not those of whichever ran last). Skipped
+    when other files have uncommitted changes: `dvc exp apply` would overwrite them."""
+    exp = f"{p.model}-s{p.seed}-{stamp}"
+    if (p.model, p.seed) not in planned:
+        click.echo(
+            f"note: params.yaml names {p.model} seed {p.seed}, which this benchmark did not "
+            "run; metrics.json was left as it was",
+            err=True,
+        )
+        return
+    others = foreign_changes(_git("diff", "--name-only", "HEAD").splitlines())
+    if others:
+        click.echo(
+            f"note: not applying {exp} to the workspace, which has uncommitted changes in "
+            f"{', '.join(others[:5])}; `dvc exp apply {exp}` does it (and overwrites them)",
+            err=True,
+        )
+        return
+    if dvc("exp", "apply", exp, log=subprocess.DEVNULL).returncode:
+        click.echo(f"note: `dvc exp apply {exp}` failed; metrics.json was left as it was", err=True)
+
+
+def foreign_changes(changed: list[str]) -> list[str]:
+    """Uncommitted changes that are not a benchmark's own outputs (the user's work)."""
+    return [c for c in changed if not c.startswith(BENCHMARK_OUTPUTS)]
+
+
+def _unfinished(dataset: str, parent: str, planned: list[tuple[str, int]]) -> list[str]:
+    """(model, seed) labels of `planned` without a FINISHED child run of benchmark `parent`."""
+    runs = tracking.search(dataset, f"tags.mlflow.parentRunId = '{parent}'")
+    done = set()
+    if not runs.empty:
+        done = {(m, str(s)) for m, s in zip(runs["tags.model"], runs["tags.seed"], strict=True)}
+    return [f"{m}-s{s}" for m, s in planned if (m, str(s)) not in done]
+
+
+def _report(
+    dataset: str, names: list[str], name: str, failed: bool, timings: Timings
+) -> tuple[Path, Path] | None:
+    """The report of every part of benchmark `name` finished so far: its Markdown and HTML
+    files, or None if it could not be made after failed experiments (their error comes next)."""
+    t0 = time.perf_counter()
+    try:
+        written = build_report(dataset, Path("reports"), names, name)
+    except ReportError as exc:
+        if not failed:
+            raise
+        written = None
+        click.echo(f"no report: {exc}", err=True)
+    timings.append(("report", time.perf_counter() - t0))
+    return written
+
+
+def _log_timings(dataset: str, parent: str, names: list[str], timings: Timings) -> None:
+    """The timings and the stage table on stderr and as the benchmark run's timings.txt."""
+    lines = ["timings (s):", *(f"  {label:<36} {sec:8.1f}" for label, sec in timings)]
+    lines += _stage_table(dataset, parent, names)
+    click.echo("\n".join(lines), err=True)
+    tracking.log_text(parent, "\n".join(lines) + "\n", "timings.txt")
+
+
+def _stage_table(dataset: str, parent: str, names: list[str]) -> list[str]:
+    """Seconds per stage process (start-up included), mean over each model's finished runs, and
+    their sum over all runs: where the benchmark's time went, beside DVC's share."""
+    runs = tracking.search(dataset, f"tags.mlflow.parentRunId = '{parent}'")
+    cols = [f"metrics.time/{s}" for s in stages.STAGE_TIMES]
+    if runs.empty or not set(cols) <= set(runs.columns):
+        return []
+    head = f"  {'model':<16} {'runs':>4}" + "".join(f" {s:>9}" for s in stages.STAGE_TIMES)
+    lines = ["stage processes (s, mean per run; start-up included):", head]
+    for name in names:
+        rows = runs[runs["tags.model"] == name]
+        if not rows.empty:
+            means = "".join(f" {rows[c].mean():9.1f}" for c in cols)
+            lines.append(f"  {name:<16} {len(rows):>4}{means}")
+    sums = "".join(f" {runs[c].sum():9.1f}" for c in cols)
+    lines.append(f"  {'sum of all runs':<16} {len(runs):>4}{sums}")
+    return lines
+
+
+def _tool_env() -> dict[str, str]:
+    """PATH with this interpreter's bin folder first, so DVC stages find `genbench` and `dvc`."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def dvc(*args: str, log: IO | int | None = None) -> subprocess.CompletedProcess:
+    """`dvc ARGS` with this environment's tools; its output to `log` when given."""
+    out = {"stdout": log, "stderr": subprocess.STDOUT} if log is not None else {}
+    return subprocess.run([sys.executable, "-m", "dvc", *args], env=_tool_env(), check=False, **out)
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+    return out.stdout.strip() if out.returncode == 0 else ""
