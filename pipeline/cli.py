@@ -169,7 +169,7 @@ def classifier_command(params_path: str) -> None:
 @user_errors
 def train_command(params_path: str, nproc: int | None) -> None:
     from gen import distributed
-    from pipeline import launch, stages
+    from pipeline import launch, train_stage
 
     p = load_params(params_path)
     if distributed.launched():  # a worker torchrun started: it knows how many there are
@@ -185,7 +185,7 @@ def train_command(params_path: str, nproc: int | None) -> None:
             except launch.LaunchError as exc:
                 raise UserError(str(exc)) from None
             return
-    result = stages.train_model(p)
+    result = train_stage.train_model(p)
     if os.environ.get("RANK", "0") == "0":  # one result, rank 0's
         _print(result)
 
