@@ -21,10 +21,9 @@ from gen.config import ConfigError
 from gen.data import DataError, dataset_id
 from gen.domains import DomainError
 from gen.metrics import MetricError
-from pipeline import tracking
-from pipeline.errors import ReportError, ServerError
+from pipeline import store_check, tracking
+from pipeline.errors import ReportError, ServerError, TrackingError
 from pipeline.params import load_params
-from pipeline.tracking import TrackingError
 
 USER_ERRORS = (
     ConfigError,
@@ -259,7 +258,7 @@ def _preflight(p, names: list[str], seeds: list[int]) -> None:
             "DVC experiments commit to git, which has no identity here: set "
             "`git config user.name ...` and `git config user.email ...` first"
         )
-    tracking.check_store()
+    store_check.check_store(tracking.tracking_uri())
 
 
 BENCHMARK_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")  # safe in MLflow filters and file names
@@ -566,13 +565,15 @@ def tracking_server(
 def copy_runs(params_path: str, source: str, experiment: str | None) -> None:
     """Copy a store's runs (params, metric histories, tags, artifacts, logged models, datasets)
     into MLFLOW_TRACKING_URI, say a shared tracking server. Runs copied before are skipped."""
+    from pipeline.copy_runs import copy_experiment
+
     p = load_params(params_path)
     source, target = tracking.resolve_uri(source), tracking.tracking_uri()
     if source == target:
         raise UserError(f"--from={source} is the current store: set MLFLOW_TRACKING_URI first")
     if source.startswith("sqlite:///") and not Path(source[len("sqlite:///") :]).exists():
         raise UserError(f"--from={source}: no such SQLite store")
-    done = tracking.copy_runs(source, experiment or dataset_id(p.data), echo=click.echo)
+    done = copy_experiment(source, experiment or dataset_id(p.data), echo=click.echo)
     click.echo(f"{len(done)} runs of {source} are in {target}")
 
 

@@ -7,3 +7,7 @@ class ReportError(RuntimeError):
 
 class ServerError(RuntimeError):
     """The tracking server (or its PostgreSQL) could not be started or did not answer."""
+
+
+class TrackingError(RuntimeError):
+    """The MLflow store cannot be used: a dead server, a corrupt database (one line)."""
