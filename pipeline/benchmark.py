@@ -17,11 +17,12 @@ import click
 
 from gen.data import dataset_id
 from gen.registry import check_data, model_class
-from pipeline import provenance, stages, tracking
-from pipeline.errors import ReportError, UserError
+from pipeline import provenance, stages, store_check, tracking
+from pipeline.errors import ReportError
 from pipeline.params import Params
 from pipeline.report import build_report
 from pipeline.throughput import step_seconds
+from pipeline.user_errors import UserError
 
 BENCHMARK_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")  # safe in MLflow filters and file names
 # What a benchmark itself writes in the workspace: `dvc exp apply` may replace these.
@@ -102,7 +103,7 @@ def _preflight(p: Params, names: list[str], seeds: list[int]) -> None:
             "DVC experiments commit to git, which has no identity here: set "
             "`git config user.name ...` and `git config user.email ...` first"
         )
-    tracking.check_store()
+    store_check.check_store(tracking.tracking_uri())
 
 
 def _ruler_and_data_row(p: Params, dataset: str, timings: Timings) -> dict[str, str]:

@@ -11,8 +11,9 @@ import click
 
 from gen.data import dataset_id
 from pipeline import tracking
-from pipeline.errors import ServerError, UserError, user_errors
+from pipeline.errors import ServerError
 from pipeline.params import load_params
+from pipeline.user_errors import UserError, user_errors
 
 
 def _print(result: dict) -> None:
@@ -89,7 +90,7 @@ def classifier_command(params_path: str) -> None:
 @user_errors
 def train_command(params_path: str, nproc: int | None) -> None:
     from gen import distributed
-    from pipeline import launch, stages
+    from pipeline import launch, train_stage
 
     p = load_params(params_path)
     if distributed.launched():  # a worker torchrun started: it knows how many there are
@@ -105,7 +106,7 @@ def train_command(params_path: str, nproc: int | None) -> None:
             except launch.LaunchError as exc:
                 raise UserError(str(exc)) from None
             return
-    result = stages.train_model(p)
+    result = train_stage.train_model(p)
     if os.environ.get("RANK", "0") == "0":  # one result, rank 0's
         _print(result)
 
@@ -222,13 +223,15 @@ def tracking_server(
 def copy_runs(params_path: str, source: str, experiment: str | None) -> None:
     """Copy a store's runs (params, metric histories, tags, artifacts, logged models, datasets)
     into MLFLOW_TRACKING_URI, say a shared tracking server. Runs copied before are skipped."""
+    from pipeline.copy_runs import copy_experiment
+
     p = load_params(params_path)
     source, target = tracking.resolve_uri(source), tracking.tracking_uri()
     if source == target:
         raise UserError(f"--from={source} is the current store: set MLFLOW_TRACKING_URI first")
     if source.startswith("sqlite:///") and not Path(source[len("sqlite:///") :]).exists():
         raise UserError(f"--from={source}: no such SQLite store")
-    done = tracking.copy_runs(source, experiment or dataset_id(p.data), echo=click.echo)
+    done = copy_experiment(source, experiment or dataset_id(p.data), echo=click.echo)
     click.echo(f"{len(done)} runs of {source} are in {target}")
 
 

@@ -1,23 +1,4 @@
-"""Errors a user can fix, and the decorator that shows each as one `Error:` line, exit status 2."""
-
-from __future__ import annotations
-
-import functools
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import click
-
-from gen.captions import CaptionError
-from gen.checkpoint import CheckpointError
-from gen.config import ConfigError
-from gen.data import DataError
-from gen.domains import DomainError
-from gen.metrics import MetricError
-from pipeline import tracking
-from pipeline.tracking import TrackingError
+"""Errors the CLI shows as one line; here so that importing them costs nothing at start-up."""
 
 
 class ReportError(RuntimeError):
@@ -28,70 +9,5 @@ class ServerError(RuntimeError):
     """The tracking server (or its PostgreSQL) could not be started or did not answer."""
 
 
-USER_ERRORS = (
-    ConfigError,
-    DataError,
-    CaptionError,
-    DomainError,
-    CheckpointError,
-    MetricError,
-    FloatingPointError,  # training diverged: the message names the model and the step
-    TrackingError,
-    ReportError,
-    ServerError,
-    # Paths in the way or not writable (`runs` a file, `--out` read-only), missing inputs.
-    FileNotFoundError,
-    FileExistsError,
-    NotADirectoryError,
-    IsADirectoryError,
-    PermissionError,
-)
-
-
-class UserError(click.ClickException):
-    """A mistake the user can fix: one `Error:` line on stderr, exit status 2, no usage text."""
-
-    exit_code = 2
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
-        text = f"{exc.filename}: {text}"
-    return text
-
-
-def _params_hint() -> str:
-    """A failed workspace `dvc exp run -S ...` leaves its edits in params.yaml: say so."""
-    if not os.environ.get("DVC_EXP_NAME") or tracking.EXPS_MARKER in str(Path.cwd()) + os.sep:
-        return ""
-    edited = subprocess.run(
-        ["git", "diff", "--quiet", "--", "params.yaml"], capture_output=True, check=False
-    )
-    if edited.returncode != 1:
-        return ""
-    return " (dvc exp run left its -S edits in params.yaml; `git checkout params.yaml` undoes them)"
-
-
-def _is_store_error(exc: BaseException) -> bool:
-    """MLflow's own errors (a store it cannot migrate, a server that said no)."""
-    errors = sys.modules.get("mlflow.exceptions")
-    return errors is not None and isinstance(exc, errors.MlflowException)
-
-
-def user_errors(fn):
-    """Turn the errors a user can fix into one line on stderr and exit status 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except USER_ERRORS as exc:
-            raise UserError(_one_line(exc) + _params_hint()) from None
-        except Exception as exc:
-            if _is_store_error(exc):
-                uri = tracking.tracking_uri()
-                raise UserError(f"MLflow store {uri}: {_one_line(exc)}"[:2000]) from None
-            raise
-
-    return wrapper
+class TrackingError(RuntimeError):
+    """The MLflow store cannot be used: a dead server, a corrupt database (one line)."""

@@ -8,9 +8,9 @@ import click
 from gen.data import dataset_id
 from gen.registry import model_class
 from gen.trainer import pick_device
-from pipeline.errors import UserError
 from pipeline.params import Params
 from pipeline.throughput import measure, probe_meta
+from pipeline.user_errors import UserError
 
 HEADER = f"{'model':<16} {'params':>10} {'train img/s':>12} {'steps/s':>9} {'sample img/s':>13}"
 

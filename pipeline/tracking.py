@@ -1,4 +1,5 @@
-"""Everything that talks to MLflow lives here; the rest of the project passes plain dicts in.
+"""Everything that talks to MLflow lives here (and, for `genbench copy-runs`, in
+`pipeline.copy_runs`); the rest of the project passes plain dicts in.
 
 The store is always the main repository's own, also when DVC runs an experiment in a temporary
 copy under `.dvc/tmp/exps/` (which is deleted afterwards), so no run is ever lost with it.
@@ -14,6 +15,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from pipeline.store_check import check_store
+
 EXPS_MARKER = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 
 
@@ -27,20 +30,6 @@ def repo_root(start: Path | None = None) -> Path:
         if (folder / ".dvc").is_dir() or (folder / ".git").exists():
             return folder
     return here
-
-
-class TrackingError(RuntimeError):
-    """The MLflow store cannot be used: a dead server, a corrupt database (one line)."""
-
-
-# A tracking server that is down or silent must fail fast: MLflow's own defaults (120 s per
-# request, 7 retries with backoff) leave a stage silent for minutes before a long traceback.
-HEALTH_TIMEOUT_S = 10
-HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-}
 
 
 def tracking_uri() -> str:
@@ -61,67 +50,14 @@ def resolve_uri(uri: str) -> str:
     return uri
 
 
-_checked: set[str] = set()
-
-
-def check_store(uri: str | None = None) -> None:
-    """Fail in seconds, with one line naming the URI, when the store cannot be used: a tracking
-    server that refuses or never answers, or a SQLite file that is not a database."""
-    uri = uri or tracking_uri()
-    if uri in _checked:
-        return
-    if uri.startswith(("http://", "https://")):
-        _check_server(uri)
-    elif uri.startswith("sqlite:///"):
-        _check_sqlite(Path(uri[len("sqlite:///") :]))
-    _checked.add(uri)
-
-
-def _check_server(uri: str) -> None:
-    import urllib.error
-    import urllib.request
-
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_S):
-            pass
-    except urllib.error.HTTPError:
-        pass  # it answered (a proxy or an older server without /health): it is alive
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise TrackingError(
-            f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) did not answer within "
-            f"{HEALTH_TIMEOUT_S} s ({reason}); start it, or unset MLFLOW_TRACKING_URI to use "
-            "the local store mlflow.db"
-        ) from None
-
-
-def _check_sqlite(path: Path) -> None:
-    import sqlite3
-
-    if not path.exists():
-        return
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-        try:
-            con.execute("select count(*) from sqlite_master").fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error as exc:
-        raise TrackingError(
-            f"MLflow store {path} cannot be read ({exc}); move it away to start a new store, "
-            "or set MLFLOW_TRACKING_URI to another one"
-        ) from None
-
-
 def store_exists() -> bool:
     """False only for a local SQLite store whose file was never made (nothing tracked yet)."""
     uri = tracking_uri()
     return not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///") :]).exists()
 
 
-def _client():
+def connect():
+    """The client of the current store (`tracking_uri()`), checked first (once per process)."""
     import logging
 
     import mlflow
@@ -144,7 +80,7 @@ EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 def experiment_id(name: str) -> str:
     """The experiment for data set `name`, created once with artifacts in the main repository
     (beside a local store, whatever folder or DVC temp copy the stage runs in)."""
-    client = _client()
+    client = connect()
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -189,7 +125,7 @@ def _create_run(dataset: str, tags: dict[str, str], params: dict[str, Any]) -> s
     """A new run in the data set's experiment with its (non-empty) tags and flattened params."""
     from mlflow.entities import Param
 
-    client = _client()
+    client = connect()
     tags = {k: v for k, v in tags.items() if v}
     run = client.create_run(experiment_id(dataset), tags=tags)
     items = [Param(k, v) for k, v in flatten(params).items()]
@@ -245,7 +181,7 @@ def run_status(run_id: str) -> str | None:
     """RUNNING, FINISHED, FAILED, KILLED; None when the store has no such run."""
     from mlflow.exceptions import MlflowException
 
-    client = _client()
+    client = connect()
     try:
         return client.get_run(run_id).info.status
     except MlflowException:
@@ -258,12 +194,12 @@ def run_exists(run_id: str) -> bool:
 
 def reopen(run_id: str) -> None:
     """Mark an interrupted run RUNNING again: the next attempt continues it."""
-    _client().update_run(run_id, status="RUNNING")
+    connect().update_run(run_id, status="RUNNING")
 
 
 def last_steps(run_id: str) -> dict[str, int]:
     """The last step logged of each metric of a run (what a resumed attempt must not repeat)."""
-    client = _client()
+    client = connect()
     keys = client.get_run(run_id).data.metrics
     return {k: max(m.step for m in client.get_metric_history(run_id, k)) for k in keys}
 
@@ -276,11 +212,11 @@ def log_metrics(run_id: str, metrics: dict[str, float | None], step: int = 0) ->
     now = int(time.time() * 1000)
     rows = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
     if rows:
-        _client().log_batch(run_id, metrics=rows)
+        connect().log_batch(run_id, metrics=rows)
 
 
 def log_artifact(run_id: str, path: Path, folder: str | None = None) -> None:
-    _client().log_artifact(run_id, str(path), folder)
+    connect().log_artifact(run_id, str(path), folder)
 
 
 def log_dataset(run_id: str, name: str, digest: str, source: str, profile: dict) -> None:
@@ -298,7 +234,7 @@ def log_dataset(run_id: str, name: str, digest: str, source: str, profile: dict)
         profile=json.dumps(profile),
     )
     context = InputTag("mlflow.data.context", "training")
-    _client().log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[context])])
+    connect().log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[context])])
 
 
 def log_model(run_id: str, model: Any, name: str = "model") -> str:
@@ -311,7 +247,7 @@ def log_model(run_id: str, model: Any, name: str = "model") -> str:
     import mlflow
     import mlflow.pytorch
 
-    _client()
+    connect()
     requirements = [f"genbench=={version('genbench')}", f"torch=={version('torch')}"]
     with mlflow.start_run(run_id=run_id):  # the run goes on: its stage finishes it
         # Pickled, not the traced "pt2" format: a generative model is used through `sample`,
@@ -322,22 +258,22 @@ def log_model(run_id: str, model: Any, name: str = "model") -> str:
             pip_requirements=requirements,
             serialization_format="pickle",
         )
-    _client().update_run(run_id, status="RUNNING")  # leaving the block marked it FINISHED
+    connect().update_run(run_id, status="RUNNING")  # leaving the block marked it FINISHED
     return info.model_id
 
 
 def log_text(run_id: str, text: str, name: str) -> None:
-    _client().log_text(run_id, text, name)
+    connect().log_text(run_id, text, name)
 
 
 def set_tags(run_id: str, tags: dict[str, str]) -> None:
-    client = _client()
+    client = connect()
     for k, v in tags.items():
         client.set_tag(run_id, k, v)
 
 
 def finish(run_id: str, status: str = "FINISHED") -> None:
-    _client().set_terminated(run_id, status=status)
+    connect().set_terminated(run_id, status=status)
 
 
 @contextmanager
@@ -368,7 +304,7 @@ def start_benchmark(dataset: str, name: str, params: dict[str, Any]) -> str:
 def adopt(run_id: str, parent: str, name: str) -> None:
     """Make `run_id` a child of benchmark `parent` (also a run DVC's cache handed back
     unchanged) and tag it with the benchmark's name, which the parts run on other hosts share."""
-    client = _client()
+    client = connect()
     tags = client.get_run(run_id).data.tags
     if tags.get("mlflow.parentRunId") != parent:
         client.set_tag(run_id, "mlflow.parentRunId", parent)
@@ -381,7 +317,7 @@ def search(dataset: str, filter_string: str = "", finished: bool = True):
     import mlflow
     import pandas as pd
 
-    _client()
+    connect()
     if mlflow.get_experiment_by_name(dataset) is None:
         return pd.DataFrame()
     filters = [
@@ -400,22 +336,22 @@ def benchmarks(dataset: str):
 
 
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
-    return [(m.step, m.value) for m in _client().get_metric_history(run_id, key)]
+    return [(m.step, m.value) for m in connect().get_metric_history(run_id, key)]
 
 
 def run_tags(run_id: str) -> dict[str, str]:
-    return dict(_client().get_run(run_id).data.tags)
+    return dict(connect().get_run(run_id).data.tags)
 
 
 def metric_keys(run_id: str) -> list[str]:
-    return sorted(_client().get_run(run_id).data.metrics)
+    return sorted(connect().get_run(run_id).data.metrics)
 
 
 def download_artifact(run_id: str, path: str, dst: Path) -> Path | None:
     """Fetch one artifact of a run into `dst`; None when the run has no such artifact."""
     import mlflow
 
-    _client()
+    connect()
     dst.mkdir(parents=True, exist_ok=True)
     try:
         return Path(
@@ -425,69 +361,3 @@ def download_artifact(run_id: str, path: str, dst: Path) -> Path | None:
         )
     except Exception:
         return None
-
-
-COPIED_TAG = "genbench.copied_from"  # on a copied run: its run id in the store it came from
-
-
-def copy_runs(source: str, experiment: str, echo=print) -> dict[str, str]:
-    """Copy every run of `experiment` from the store at URI `source` into the current store
-    (`tracking_uri()`, say a tracking server): params, tags, every metric's full history,
-    dataset inputs, artifacts, the logged model, status and times; benchmark parents first, so
-    children point at their parent's new id. Runs copied before (tagged with their source id)
-    are skipped, so a second call copies only what is new. Returns source id -> new id."""
-    import tempfile
-
-    import mlflow
-    import mlflow.pytorch
-    from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
-
-    check_store(source)
-    src, dst = MlflowClient(source), _client()
-    exp = src.get_experiment_by_name(experiment)
-    if exp is None:
-        raise TrackingError(f"no experiment '{experiment}' in {source}")
-    target = experiment_id(experiment)
-    runs = src.search_runs([exp.experiment_id], max_results=50_000)
-    runs = sorted(runs, key=lambda r: ("mlflow.parentRunId" in r.data.tags, r.info.start_time))
-    done = {
-        r.data.tags[COPIED_TAG]: r.info.run_id
-        for r in dst.search_runs([target], f"tags.`{COPIED_TAG}` != ''", max_results=50_000)
-    }
-    for run in runs:
-        old = run.info.run_id
-        if old in done:
-            continue
-        tags = {k: v for k, v in run.data.tags.items() if k != "mlflow.parentRunId"}
-        parent = done.get(run.data.tags.get("mlflow.parentRunId", ""))
-        tags.update({COPIED_TAG: old, **({"mlflow.parentRunId": parent} if parent else {})})
-        new = dst.create_run(target, start_time=run.info.start_time, tags=tags).info.run_id
-        params = [Param(k, v) for k, v in run.data.params.items()]
-        for i in range(0, len(params), 100):
-            dst.log_batch(new, params=params[i : i + 100])
-        history = [
-            Metric(m.key, m.value, m.timestamp, m.step)
-            for key in run.data.metrics
-            for m in src.get_metric_history(old, key)
-        ]
-        for i in range(0, len(history), 1000):
-            dst.log_batch(new, metrics=history[i : i + 1000])
-        if run.inputs and run.inputs.dataset_inputs:
-            dst.log_inputs(new, datasets=list(run.inputs.dataset_inputs))
-        with tempfile.TemporaryDirectory() as tmp:
-            if src.list_artifacts(old):
-                dst.log_artifacts(new, src.download_artifacts(old, "", tmp))
-        for logged in src.search_logged_models(
-            [exp.experiment_id], filter_string=f"source_run_id = '{old}'"
-        ):
-            with tempfile.TemporaryDirectory() as tmp:
-                local = mlflow.artifacts.download_artifacts(
-                    artifact_uri=logged.artifact_location, dst_path=tmp, tracking_uri=source
-                )
-                model = mlflow.pytorch.load_model(local)
-            log_model(new, model, name=logged.name)
-        dst.set_terminated(new, status=run.info.status, end_time=run.info.end_time)
-        done[old] = new
-        echo(f"copied {run.info.run_name or old} ({old[:8]} -> {new[:8]})")
-    return done

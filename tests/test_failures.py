@@ -21,7 +21,7 @@ import yaml
 from click.testing import CliRunner
 from conftest import genbench, make_project, query, run, set_params, tool_env
 
-from pipeline import tracking
+from pipeline import store_check, tracking
 from pipeline.cli import main
 
 # --------------------------------------------------------------------- a prepared project
@@ -226,7 +226,7 @@ def test_bad_input_is_one_error_line_and_changes_nothing(
 ):
     monkeypatch.chdir(repo)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
-    monkeypatch.setattr(tracking, "_checked", set())  # as in a new process
+    monkeypatch.setattr(store_check, "_checked", set())  # as in a new process
     original = (repo / "params.yaml").read_text()
     try:
         if changes:

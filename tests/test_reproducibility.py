@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import genbench, set_params
 
-from pipeline import provenance, stages
+from pipeline import provenance, train_stage
 
 
 def test_the_model_is_built_after_the_seed_is_set(prepared: Path, monkeypatch):
@@ -21,14 +21,14 @@ def test_the_model_is_built_after_the_seed_is_set(prepared: Path, monkeypatch):
     set_params(prepared, model="vae", seed=7)
     expected = torch.manual_seed(7).get_state()
     seen = []
-    real_build = stages.build
+    real_build = train_stage.build
 
     def spy(*args, **kwargs):
         seen.append(torch.get_rng_state())
         return real_build(*args, **kwargs)
 
     torch.manual_seed(12345)  # whatever ran before must not matter
-    monkeypatch.setattr(stages, "build", spy)
+    monkeypatch.setattr(train_stage, "build", spy)
     genbench("train")
     assert len(seen) == 1 and torch.equal(seen[0], expected)
 

@@ -1,0 +1,155 @@
+"""The train stage: train `p.model` and keep its MLflow run straight across attempts (a run
+resumed with its checkpoint, stale attempts closed, each metric point logged once), then write
+the checkpoint and the curves DVC plots. The file layout comes from `pipeline.stages`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gen import distributed
+from gen import metrics as M
+from gen.checkpoint import resume_step, run_identity
+from gen.data import Split, dataset_id, load_split
+from gen.models.base import count_params
+from gen.registry import build
+from gen.trainer import deterministic_mode, pick_device, train
+from pipeline import provenance, tracking
+from pipeline.curves import write_curve
+from pipeline.params import Params
+from pipeline.stages import (
+    CHECKPOINT,
+    CURVES,
+    PREPARED,
+    RUN_INFO,
+    RUNS,
+    WIP,
+    log_stage_time,
+    run_params,
+    use_threads,
+    write_json,
+)
+
+
+def train_model(p: Params) -> dict[str, Any]:
+    """Train `p.model`; under torchrun (`genbench train` with train.nproc > 1) this process is
+    one rank of a process group, and only rank 0 talks to MLflow and writes the outputs."""
+    if not distributed.launched():
+        return _train_model(p, pick_device(p.train.device))
+    with distributed.process_group(p.train.device) as device:
+        return _train_model(p, device)
+
+
+def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
+    use_threads(p)
+    split = load_split(PREPARED)
+    for folder in (RUNS, WIP):  # a path in the way fails here, before any run is made
+        folder.mkdir(parents=True, exist_ok=True)
+    deterministic_mode()  # before this process's first CUDA call
+    torch.manual_seed(p.seed)  # building a model draws its initial weights
+    model = build(p.model, p.model_section(), split.meta)
+    ds = dataset_id(p.data)
+    train_x, train_y = model.condition.training_data(model, split)
+    made_by = {"code": provenance.code_hash(), "data": provenance.split_hash(PREPARED)}
+    wip = WIP / f"{p.model}.pt"
+    options = p.train.options(p.seed, device, wip, made_by)  # the same on every rank
+    validate = _validation(model, split, p.eval.batch_size, device)
+    if distributed.rank_and_world()[0] > 0:  # trains in step with rank 0, which writes it all
+        train(model, train_x, train_y, options, validate=validate)
+        return {}
+    resumes_at = resume_step(wip, run_identity(model, p.seed, made_by))
+    run_id = _resumed_run(wip, resumes_at)
+    done: dict[str, int] = {}
+    if run_id is not None:  # an interrupted attempt: its run goes on, its curve continues
+        tracking.reopen(run_id)
+        done = tracking.last_steps(run_id)
+    else:
+        for old in (wip, wip.with_suffix(".json")):
+            old.unlink(missing_ok=True)
+        run_id = tracking.start_run(ds, p.model, model.family, run_params(p), p.seed, made_by)
+        write_json(wip.with_suffix(".json"), {"run_id": run_id})
+        tracking.log_dataset(run_id, ds, made_by["data"], PREPARED.as_posix(), _profile(split))
+        # Attempts at the same model, seed, code and data that were killed with nothing left
+        # to resume: they must not show as RUNNING forever.
+        same = {"model": p.model, "seed": str(p.seed), **made_by}
+        tracking.close_stale(ds, same, keep=run_id)
+    write_json(RUN_INFO, {"run_id": run_id, "model": p.model, "dataset": ds, "seed": p.seed})
+
+    def log(step: int, row: dict[str, float]) -> None:
+        named = {k if k.startswith("val/") else f"train/{k}": v for k, v in row.items()}
+        # Points the interrupted attempt logged after its last checkpoint are logged once.
+        new = {k: v for k, v in named.items() if step > done.get(k, -1)}
+        tracking.log_metrics(run_id, new, step)
+
+    with tracking.failing(run_id):  # the wip checkpoint stays: the next attempt resumes from it
+        result = train(model, train_x, train_y, options, callback=log, validate=validate)
+        shutil.copyfile(wip, CHECKPOINT)
+        summary = {
+            "train_seconds": result.seconds,
+            "train_images_per_s": result.images_per_s,
+            "train_steps": result.steps,
+            "params": count_params(model),
+        }
+        vals = [h["val/bpd"] for h in result.history if "val/bpd" in h]
+        if vals:
+            summary["val_bpd"] = vals[-1]
+        write_curves(result.history, CURVES)
+        tracking.log_metrics(run_id, summary, result.steps)
+        # Unpaired translation normally sees no class labels; the report marks a run that did.
+        labels = "yes" if model.uses_labels else "no"
+        tags = {"device": str(device), "class_labels": labels, **made_by}
+        if distributed.launched():
+            tags["nproc"] = str(distributed.rank_and_world()[1])
+        tracking.set_tags(run_id, tags)
+    # Finished: nothing to resume, and a later run must not pick it up.
+    for old in (wip, wip.with_suffix(".json")):
+        old.unlink(missing_ok=True)
+    log_stage_time(run_id, "train")
+    return summary
+
+
+def _resumed_run(wip: Path, resumes_at: int | None) -> str | None:
+    """The MLflow run of the attempt that wrote checkpoint `wip`, when training will resume
+    from it and the run is still in the store: the next attempt continues that run."""
+    sidecar = wip.with_suffix(".json")
+    if resumes_at is None or not sidecar.exists():
+        return None
+    run_id = json.loads(sidecar.read_text()).get("run_id")
+    status = tracking.run_status(run_id) if run_id else None
+    return run_id if status in ("RUNNING", "FAILED", "KILLED") else None
+
+
+def _validation(model, split: Split, batch_size: int, device: torch.device):
+    """Validation bits/dim of a likelihood model (the ELBO for bounds: cheap enough to run
+    while training); None for models without a likelihood."""
+    caps = model.capabilities
+    if caps.likelihood is None or split.val_x is None:
+        return None
+    log_p = model.log_prob if caps.likelihood == "exact" else model.elbo
+
+    def validate() -> dict[str, float]:
+        return {"val/bpd": M.dataset_bpd(log_p, split.val_x, batch_size, device)}
+
+    return validate
+
+
+def _profile(split: Split) -> dict[str, Any]:
+    """Split sizes and image shape: what MLflow shows as the dataset's profile."""
+    parts = (("train", split.train_x), ("val", split.val_x), ("test", split.test_x))
+    return {**{k: len(v) for k, v in parts if v is not None}, "shape": list(split.meta.shape)}
+
+
+def write_curves(history: list[dict[str, float]], folder: Path) -> None:
+    """The training curves as DVC plot files (dvc.yaml declares them): one CSV per loss term
+    and one for validation bits/dim, so `dvc plots diff` compares experiments."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    keys = dict.fromkeys(k for h in history for k in h if k.endswith("loss") or k == "val/bpd")
+    for key in keys:
+        points = [(h["step"], h[key]) for h in history if key in h]
+        write_curve(folder / f"{key.replace('/', '-')}.csv", points)
