@@ -35,7 +35,8 @@ def main() -> None:
     """genbench: train, sample and evaluate generative image models side by side."""
 
 
-# command -> (function in pipeline.stages, help). Imported lazily: `genbench --help` stays fast.
+# command -> (function in pipeline.stages, help); train's is in pipeline.train_stage. Imported
+# lazily: `genbench --help` stays fast.
 STAGES = {
     "prepare": ("prepare", "Load the data set named in params and write data/prepared/."),
     "classifier": ("train_classifier", "Train the data set's classifier (FID/IS features)."),
