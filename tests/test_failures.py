@@ -320,8 +320,8 @@ def silent_server() -> Iterator[str]:
     [(closed_port, ["train"]), (silent_server, ["benchmark", "--models", "vae"])],
     ids=["refused", "silent"],
 )
-def test_a_dead_tracking_server_fails_within_a_minute_in_one_line(project: Path, server, command):
-    run(["genbench", "prepare"], project)
+def test_a_dead_tracking_server_fails_within_a_minute_in_one_line(prepared: Path, server, command):
+    project = prepared  # its data prepared as `genbench prepare` does, in the session's template
     with server() as uri:
         t0 = time.monotonic()
         proc = run(["genbench", *command], project, check=False, MLFLOW_TRACKING_URI=uri)
@@ -339,7 +339,6 @@ LONG = {
     "model": "vae",
     "vae": {"steps": 400},
     "train": {"log_every": 5, "checkpoint_every": 25},
-    "data": {"domains": "none"},  # no typeset domains to render: vae does not read them
 }
 QUALITY = ("bpd", "elbo_bpd", "fid", "kid_mean", "precision", "recall", "val_bpd")
 
@@ -359,8 +358,9 @@ def loss_steps(repo: Path, run_id: str) -> list[int]:
 
 @pytest.mark.slow
 def test_kill_9_during_train_in_dvc_exp_run_then_rerun_equals_an_uninterrupted_run(
-    project: Path,
+    reproduced: Path,
 ):
+    project = reproduced  # data and rulers in DVC's cache: `dvc exp run` goes straight to train
     set_params(project, **LONG)
     run(["git", "commit", "-qam", "longer vae"], project)
     wip = project / "runs" / "wip" / "vae.pt"
