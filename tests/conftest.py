@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -73,12 +75,6 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess
     return proc
 
 
-@pytest.fixture
-def project(tmp_path: Path):
-    """A copy of the project (code, params, dvc.yaml) with tiny params, as a committed git repo."""
-    return make_project(tmp_path / "repo")
-
-
 def make_project(repo: Path) -> Path:
     """The project copied into `repo` with tiny params, committed, with DVC initialised."""
     repo.mkdir()
@@ -96,6 +92,59 @@ def make_project(repo: Path) -> Path:
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "init"], repo)
     return repo
+
+
+# Where an MLflow sqlite store records absolute paths: the artifact folders of its experiments
+# and runs.
+STORE_PATHS = (("experiments", "artifact_location"), ("runs", "artifact_uri"))
+
+
+def copy_project(template: Path, repo: Path) -> Path:
+    """A copy of a template project at `repo` (git, DVC and its cache included) that owns all
+    it holds: its MLflow store's artifact paths move from the template's folder to its own."""
+    shutil.copytree(template, repo, symlinks=True)
+    db = repo / "mlflow.db"
+    if db.exists():
+        con = sqlite3.connect(db)
+        try:
+            with con:
+                for table, column in STORE_PATHS:
+                    con.execute(
+                        f"update {table} set {column} = replace({column}, ?, ?)",
+                        (f"{template}{os.sep}", f"{repo}{os.sep}"),
+                    )
+        finally:
+            con.close()
+    return repo
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    """Size and modification time of every file under `folder`."""
+    return {
+        str(f.relative_to(folder)): (f.stat().st_size, f.stat().st_mtime_ns)
+        for f in folder.rglob("*")
+        if f.is_file() and not f.is_symlink()
+    }
+
+
+def _template(repo: Path) -> Iterator[Path]:
+    """`repo` as a session's template; afterwards, a check that no test wrote into it (tests
+    work on copies, so that each starts from the same state whatever ran before)."""
+    before = _files(repo)
+    yield repo
+    assert _files(repo) == before, f"a test changed the template {repo}"
+
+
+@pytest.fixture(scope="session")
+def project_template(tmp_path_factory) -> Iterator[Path]:
+    """The tiny project made once (`git init`, `dvc init` and a commit cost seconds a test)."""
+    yield from _template(make_project(tmp_path_factory.mktemp("template") / "repo"))
+
+
+@pytest.fixture
+def project(project_template: Path, tmp_path: Path) -> Path:
+    """A copy of the project (code, params, dvc.yaml) with tiny params, as a committed git repo."""
+    return copy_project(project_template, tmp_path / "repo")
 
 
 def set_params(repo: Path, **sections) -> None:
@@ -144,20 +193,45 @@ def genbench(*args: str) -> str:
     return result.output
 
 
+@pytest.fixture(scope="session")
+def prepared_template(project_template: Path, tmp_path_factory, one_thread) -> Iterator[Path]:
+    """The tiny project with its data, classifiers and data row made in-process (CLI stages),
+    once: training the rulers is most of what preparing costs."""
+    repo = copy_project(project_template, tmp_path_factory.mktemp("prepared") / "repo")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(repo)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+        for stage in ("prepare", "classifier", "reference"):
+            genbench(stage)
+    yield from _template(repo)
+
+
 @pytest.fixture
-def prepared(project: Path, monkeypatch) -> Path:
-    """The tiny project with its data, classifiers and data row made in-process (CLI stages)."""
-    monkeypatch.chdir(project)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
-    for stage in ("prepare", "classifier", "reference"):
-        genbench(stage)
-    return project
+def prepared(prepared_template: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A copy of the prepared tiny project, the working directory, with its own MLflow store."""
+    repo = copy_project(prepared_template, tmp_path / "repo")
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def reproduced_template(project_template: Path, tmp_path_factory) -> Iterator[Path]:
+    """The tiny project after `dvc repro reference`, once: the data, classifiers and data row
+    in dvc.lock, DVC's cache and the store, as a benchmark's first step leaves them."""
+    repo = copy_project(project_template, tmp_path_factory.mktemp("reproduced") / "repo")
+    run([sys.executable, "-m", "dvc", "repro", "reference"], repo)
+    yield from _template(repo)
+
+
+@pytest.fixture
+def reproduced(reproduced_template: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny project after `dvc repro reference`: DVC runs only the later stages."""
+    return copy_project(reproduced_template, tmp_path / "repo")
 
 
 def query(repo: Path, sql: str, *args) -> list[tuple]:
     """Rows of `sql` on the repository's own MLflow store (mlflow.db), read-only."""
-    import sqlite3
-
     con = sqlite3.connect(f"file:{repo / 'mlflow.db'}?mode=ro", uri=True)
     try:
         return con.execute(sql, args).fetchall()

@@ -160,20 +160,19 @@ def test_a_resumed_two_process_gan_run_equals_an_uninterrupted_one(two_processes
 
 
 @pytest.fixture
-def tiny_project(tmp_path, monkeypatch) -> Path:
+def tiny_project(project, monkeypatch) -> Path:
     """A tiny project with its data prepared (in-process) and its own MLflow store."""
-    from conftest import genbench, make_project, set_params
+    from conftest import genbench, set_params
 
-    repo = make_project(tmp_path / "repo")
     set_params(
-        repo,
+        project,
         model="pixelcnn",
         train={"device": "cpu", "nproc": 2, "log_every": 2, "checkpoint_every": 2},
         pixelcnn={"steps": 4, "batch_size": 8, "channels": 8, "layers": 1},
     )
-    monkeypatch.chdir(repo)
+    monkeypatch.chdir(project)
     genbench("prepare")
-    return repo
+    return project
 
 
 def test_genbench_train_with_nproc_2_logs_one_run_from_rank_0_and_writes_the_outputs(

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from conftest import genbench, make_project, query, run, set_params, tool_env
+from conftest import copy_project, genbench, query, run, set_params, tool_env
 
 from pipeline import store_check, tracking
 from pipeline.cli import main
@@ -29,15 +29,15 @@ CONTENTS = ("params.yaml", "metrics.json", "runs/model.pt", "runs/run.json", "re
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Iterator[Path]:
+def repo(prepared_template, tmp_path_factory) -> Iterator[Path]:
     """A tiny project with data, classifier, data row and one finished pixelcnn run: the
     earlier results every probe must leave alone."""
-    repo = make_project(tmp_path_factory.mktemp("probes") / "repo")
+    repo = copy_project(prepared_template, tmp_path_factory.mktemp("probes") / "repo")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(repo)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
         mp.setenv("CI", "true")
-        for stage in ("prepare", "classifier", "reference", "train", "sample", "evaluate"):
+        for stage in ("train", "sample", "evaluate"):
             genbench(stage)
         genbench("report")
     yield repo
@@ -320,8 +320,8 @@ def silent_server() -> Iterator[str]:
     [(closed_port, ["train"]), (silent_server, ["benchmark", "--models", "vae"])],
     ids=["refused", "silent"],
 )
-def test_a_dead_tracking_server_fails_within_a_minute_in_one_line(project: Path, server, command):
-    run(["genbench", "prepare"], project)
+def test_a_dead_tracking_server_fails_within_a_minute_in_one_line(prepared: Path, server, command):
+    project = prepared  # its data prepared as `genbench prepare` does, in the session's template
     with server() as uri:
         t0 = time.monotonic()
         proc = run(["genbench", *command], project, check=False, MLFLOW_TRACKING_URI=uri)
@@ -339,7 +339,6 @@ LONG = {
     "model": "vae",
     "vae": {"steps": 400},
     "train": {"log_every": 5, "checkpoint_every": 25},
-    "data": {"domains": "none"},  # no typeset domains to render: vae does not read them
 }
 QUALITY = ("bpd", "elbo_bpd", "fid", "kid_mean", "precision", "recall", "val_bpd")
 
@@ -359,8 +358,9 @@ def loss_steps(repo: Path, run_id: str) -> list[int]:
 
 @pytest.mark.slow
 def test_kill_9_during_train_in_dvc_exp_run_then_rerun_equals_an_uninterrupted_run(
-    project: Path,
+    reproduced: Path,
 ):
+    project = reproduced  # data and rulers in DVC's cache: `dvc exp run` goes straight to train
     set_params(project, **LONG)
     run(["git", "commit", "-qam", "longer vae"], project)
     wip = project / "runs" / "wip" / "vae.pt"
@@ -425,8 +425,9 @@ def child_runs(repo: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_benchmark_with_two_jobs_finishes_every_run_or_names_the_failed_one(
-    project: Path, tmp_path: Path
+    reproduced: Path, tmp_path: Path
 ):
+    project = reproduced  # the benchmark's first step, `dvc repro reference`, finds it done
     before = (project / "params.yaml").read_text()
     cmd = ["genbench", "benchmark", "--models", "baseline,vae", "--seeds", "0", "--jobs", "2"]
     run(cmd, project)

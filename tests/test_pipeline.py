@@ -48,7 +48,8 @@ def runs_in_store(repo: Path) -> list[tuple[str, str]]:
 
 
 @pytest.mark.slow
-def test_dvc_repro_then_exp_run_trains_evaluates_tracks_and_reports(project: Path):
+def test_dvc_repro_then_exp_run_trains_evaluates_tracks_and_reports(reproduced: Path):
+    project = reproduced  # prepare, classifier and reference ran through DVC in the template
     run([*DVC, "repro"], project)
 
     metrics = json.loads((project / "metrics.json").read_text())
@@ -79,7 +80,10 @@ def test_dvc_repro_then_exp_run_trains_evaluates_tracks_and_reports(project: Pat
 
 
 @pytest.mark.slow
-def test_benchmark_runs_one_experiment_per_model_and_seed_under_one_parent_run(project: Path):
+def test_benchmark_runs_one_experiment_per_model_and_seed_under_one_parent_run(
+    reproduced: Path,
+):
+    project = reproduced  # the benchmark's first step, `dvc repro reference`, finds it done
     set_params(
         project,
         model="baseline",
