@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from gen.config import as_dict
 from gen.data import DataMeta
-from gen.models.base import GenerativeModel
+
+if TYPE_CHECKING:  # a type only: the models import nothing of checkpoints
+    from gen.models.base import GenerativeModel
 
 
 class CheckpointError(RuntimeError):
