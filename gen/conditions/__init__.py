@@ -1,21 +1,24 @@
 """What a model is conditioned on: one kind object per module, asked by every stage.
 
 A model class names its kind (`condition = domain.KIND`). Training, sampling, the throughput
-probe, the params check, the figures and the metrics each make one call on it, so everything a
-kind means reads in its own module: none.py (unconditional), caption.py, image.py, domain.py.
-Another kind (class labels, say) is one more module and one line in the model class.
+probe, the params check, the figures and the metrics each make one call on it. ConditionKind
+answers for a model conditioned on nothing (none.py); the other kinds' modules (caption.py,
+image.py, domain.py) override what their condition changes, so everything a kind means reads
+in its own module and here. Another kind (class labels, say) is one more module and one line in
+the model class.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from gen.config import from_dict
+from gen.config import ConfigError, from_dict
+from gen.data import expected_meta
+from gen.evaluation import sample_quality
 
 if TYPE_CHECKING:
     from gen.data import DataConfig, DataMeta, Split
@@ -23,6 +26,8 @@ if TYPE_CHECKING:
     from gen.models.base import GenerativeModel
 
 COLUMNS = 8  # images in a row of a condition figure
+Saved = dict[str, torch.Tensor]  # what the sample stage saved: "images", "labels", conditions
+Device = torch.device | str
 
 
 @dataclass
@@ -36,62 +41,98 @@ class Conditions:
     source_domains: torch.Tensor | None = None  # int64 (n,): domain of each source image
 
 
-class ConditionKind(ABC):
-    """What every kind answers about a model conditioned on it (each method takes the model)."""
+@dataclass(frozen=True)
+class DataKey:
+    """The `data:` key a kind's conditions come from (captions, domains): a model of that kind
+    fails early, with the value to set, when params turn it off or the data set lacks them."""
 
-    name: str | None  # what params, tags and messages call it; None: unconditional
+    key: str
+    fix: str  # what to set the key to when params say 'none'
+    fix_missing: str  # ... when the data set has none
 
-    @abstractmethod
+    def check_params(self, model_name: str, data: DataConfig) -> None:
+        if getattr(data, self.key) == "none":
+            raise ConfigError(
+                f"model '{model_name}' needs {self.key} but data.{self.key} is 'none'; set "
+                f"data.{self.key} to {self.fix}"
+            )
+
+    def check_split(self, model_name: str, present: bool) -> None:
+        if not present:
+            raise ConfigError(
+                f"model '{model_name}' needs {self.key} but the data set has none; set "
+                f"data.{self.key} to {self.fix_missing}"
+            )
+
+
+class ConditionKind:
+    """What every kind answers about a model conditioned on it (each method takes the model).
+
+    The answers here are those of a model conditioned on nothing (none.py): trained on images
+    and class labels, sampled from noise alone, scored on sample quality, no figure. A kind
+    overrides what its condition changes."""
+
+    name: str | None = None  # what params, tags and messages call it; None: unconditional
+
     def check_data(
         self, model: type[GenerativeModel], section: dict[str, Any] | None, data: DataConfig
     ) -> None:
         """Raise a ConfigError when `model` (params section `section`) cannot train on the data
         `data` describes, judged from params alone: before any stage has done work."""
+        build_once(model, section, expected_meta(data))
 
-    @abstractmethod
     def training_data(
         self, model: GenerativeModel, split: Split
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The (x, y) the trainer batches for `model`."""
+        return split.train_x, split.train_y
 
-    @abstractmethod
     def sampling_conditions(
         self, model: GenerativeModel, split: Split, n: int, generator: torch.Generator
     ) -> Conditions | None:
         """Conditions for `n` samples, from the held-out splits; None when `sample` needs none."""
+        return None
 
-    @abstractmethod
     def probe_pairs(
         self, model: GenerativeModel, n: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`n` random training pairs of the data's shape, for the throughput probe."""
+        return random_pairs(model.meta, n, generator)
 
-    @abstractmethod
     def probe_condition(
-        self,
-        model: GenerativeModel,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        n: int,
-        device: torch.device,
+        self, model: GenerativeModel, x: torch.Tensor, y: torch.Tensor, n: int, device: torch.device
     ) -> Any:
         """What `model.sample(n, g, condition)` needs, from the probe pairs; None for none."""
+        return None
 
-    @abstractmethod
     def figure(self, model: GenerativeModel, split: Split, path: Path, seed: int) -> list[Path]:
         """Conditions beside the model's outputs, written to `path`: [path], or [] for none."""
+        return []
 
-    @abstractmethod
     def metrics(
         self,
         model: GenerativeModel,
         split: Split,
-        saved: dict[str, torch.Tensor],
+        saved: Saved,
         protocol: Protocol,
         seed: int,
-        device: torch.device | str,
+        device: Device,
     ) -> dict[str, Any]:
-        """Whether the saved samples obeyed their conditions, and their quality."""
+        """Whether the saved samples obeyed their conditions, then their quality."""
+        obeyed = self.obeyed(model, split, saved, protocol, device)
+        return {**obeyed, **self.quality(split, saved, protocol, seed, device)}
+
+    def obeyed(
+        self, model: GenerativeModel, split: Split, saved: Saved, protocol: Protocol, device: Device
+    ) -> dict[str, Any]:
+        """Whether the saved samples obeyed their conditions: nothing to obey without one."""
+        return {}
+
+    def quality(
+        self, split: Split, saved: Saved, protocol: Protocol, seed: int, device: Device
+    ) -> dict[str, Any]:
+        """The saved samples' quality against the test split, in the classes' feature space."""
+        return sample_quality(saved["images"], split, protocol, seed, device)
 
 
 def model_domains(model: GenerativeModel) -> list[int]:

@@ -12,16 +12,18 @@ import torch
 from gen import classifier as clf
 from gen import metrics as M
 from gen.captions import detokenize
-from gen.conditions import COLUMNS, ConditionKind, Conditions, _cycle, random_pairs
-from gen.config import ConfigError, from_dict
+from gen.conditions import COLUMNS, ConditionKind, Conditions, DataKey, _cycle, random_pairs
+from gen.config import from_dict
 from gen.data import DataConfig, Split
-from gen.evaluation import Protocol, sample_quality
+from gen.evaluation import Protocol
 from gen.plots import labelled_rows
 
 if TYPE_CHECKING:
+    from gen.conditions import Device, Saved
     from gen.models.base import GenerativeModel
 
 PROBE_WORDS = 6  # word ids per caption of the throughput probe (about the real length)
+CAPTIONS = DataKey("captions", "auto", "auto (or a captions file for an image folder)")
 
 
 class CaptionKind(ConditionKind):
@@ -30,24 +32,21 @@ class CaptionKind(ConditionKind):
     def check_data(
         self, model: type[GenerativeModel], section: dict[str, Any] | None, data: DataConfig
     ) -> None:
-        if data.captions == "none":
-            raise ConfigError(
-                f"model '{model.name}' needs captions but data.captions is 'none'; set "
-                "data.captions to auto"
-            )
-        # Only the config is checked: the vocabulary comes from the captions themselves.
+        """Captions on and the config valid; the model is not built, as its vocabulary comes
+        from the captions themselves."""
+        CAPTIONS.check_params(model.name, data)
         from_dict(model.Config, model.name, section)
 
     def training_data(
         self, model: GenerativeModel, split: Split
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        _need_captions(model, split)
+        CAPTIONS.check_split(model.name, split.train_caption is not None)
         return split.train_x, split.train_caption
 
     def sampling_conditions(
         self, model: GenerativeModel, split: Split, n: int, generator: torch.Generator
     ) -> Conditions:
-        _need_captions(model, split)
+        CAPTIONS.check_split(model.name, split.train_caption is not None)
         idx = _cycle(n, len(split.test_x), generator)
         return Conditions(split.test_caption[idx], split.test_y[idx], sources=split.test_x[idx])
 
@@ -61,12 +60,7 @@ class CaptionKind(ConditionKind):
         return x, torch.randint(2, words, (n, PROBE_WORDS), generator=generator)
 
     def probe_condition(
-        self,
-        model: GenerativeModel,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        n: int,
-        device: torch.device,
+        self, model: GenerativeModel, x: torch.Tensor, y: torch.Tensor, n: int, device: torch.device
     ) -> torch.Tensor:
         return y[:n].to(device)
 
@@ -83,28 +77,13 @@ class CaptionKind(ConditionKind):
         labels = detokenize(tokens, split.meta.extra["vocab"])
         return [labelled_rows(rows, labels, model.meta.levels, path)]
 
-    def metrics(
-        self,
-        model: GenerativeModel,
-        split: Split,
-        saved: dict[str, torch.Tensor],
-        protocol: Protocol,
-        seed: int,
-        device: torch.device | str,
+    def obeyed(
+        self, model: GenerativeModel, split: Split, saved: Saved, protocol: Protocol, device: Device
     ) -> dict[str, Any]:
-        samples = saved["images"]
+        """How often the data set's classifier reads the caption's class in the sample."""
         net = clf.load_classifier(protocol.classifier, device)
-        accuracy = M.agreement(clf.predict(net, samples), saved["labels"])
-        quality = sample_quality(samples, split, protocol, seed, device)
-        return {"condition_accuracy": accuracy, **quality}
-
-
-def _need_captions(model: GenerativeModel, split: Split) -> None:
-    if split.train_caption is None:
-        raise ConfigError(
-            f"model '{model.name}' needs captions but the data set has none; set data.captions "
-            "to auto (or a captions file for an image folder)"
-        )
+        accuracy = M.agreement(clf.predict(net, saved["images"]), saved["labels"])
+        return {"condition_accuracy": accuracy}
 
 
 KIND = CaptionKind()

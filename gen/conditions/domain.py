@@ -17,6 +17,7 @@ from gen.conditions import (
     COLUMNS,
     ConditionKind,
     Conditions,
+    DataKey,
     _cycle,
     build_once,
     model_domains,
@@ -28,7 +29,10 @@ from gen.evaluation import Protocol, domain_features, domain_quality, mean_of
 from gen.plots import labelled_rows
 
 if TYPE_CHECKING:
+    from gen.conditions import Device, Saved
     from gen.models.base import GenerativeModel
+
+DOMAINS = DataKey("domains", "typeset", "typeset, cyclegan_folder, domain_folders or attribute_csv")
 
 
 def domain_names(data: DataConfig) -> list[str] | None:
@@ -46,11 +50,8 @@ class DomainKind(ConditionKind):
     def check_data(
         self, model: type[GenerativeModel], section: dict[str, Any] | None, data: DataConfig
     ) -> None:
-        if data.domains == "none":
-            raise ConfigError(
-                f"model '{model.name}' needs domains but data.domains is 'none'; set "
-                "data.domains to typeset"
-            )
+        """Domains on, and the model built for them where params alone name them."""
+        DOMAINS.check_params(model.name, data)
         meta = expected_meta(data)
         names = domain_names(data)
         if names is None:
@@ -63,7 +64,7 @@ class DomainKind(ConditionKind):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images of the model's domains with their domain ids, and class labels beside them
         (y = (n, 2)) when the model uses labels."""
-        _need_domains(model, split)
+        DOMAINS.check_split(model.name, split.domains is not None)
         d = split.domains
         keep = torch.isin(d.train_d, torch.tensor(model_domains(model)))
         if not model.uses_labels:
@@ -82,7 +83,7 @@ class DomainKind(ConditionKind):
     ) -> Conditions:
         """Test images of the model's domains, each going to another of its domains, chosen
         uniformly."""
-        _need_domains(model, split)
+        DOMAINS.check_split(model.name, split.domains is not None)
         d, used = split.domains, model_domains(model)
         pool = torch.nonzero(torch.isin(d.test_d, torch.tensor(used))).flatten()
         idx = pool[_cycle(n, len(pool), generator)]
@@ -103,12 +104,7 @@ class DomainKind(ConditionKind):
         return x, torch.stack([domains, labels], dim=1) if model.uses_labels else domains
 
     def probe_condition(
-        self,
-        model: GenerativeModel,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        n: int,
-        device: torch.device,
+        self, model: GenerativeModel, x: torch.Tensor, y: torch.Tensor, n: int, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The probe images, each going to the next of the model's domains."""
         ids = model_domains(model)
@@ -145,18 +141,10 @@ class DomainKind(ConditionKind):
         labels = ["input"] + [f"-> {names[t]}" for t in used]
         return [labelled_rows(rows, labels, levels, path)]
 
-    def metrics(
-        self,
-        model: GenerativeModel,
-        split: Split,
-        saved: dict[str, torch.Tensor],
-        protocol: Protocol,
-        seed: int,
-        device: torch.device | str,
+    def obeyed(
+        self, model: GenerativeModel, split: Split, saved: Saved, protocol: Protocol, device: Device
     ) -> dict[str, Any]:
-        """Did the translation keep the digit, reach the target domain, and survive the round
-        trip? Sample quality per target domain, against that domain's test images, averaged
-        over target domains (means only: an average of per-domain spreads is not a spread)."""
+        """Did the translation reach the target domain, keep the digit, survive the round trip?"""
         d, k, levels = split.domains, split.meta.n_classes, split.meta.levels
         bs = protocol.batch_size
         images, targets = saved["images"], saved["targets"]
@@ -178,7 +166,17 @@ class DomainKind(ConditionKind):
                 ]
             )
         out["cycle_error"] = M.reconstruction_error(sources, back, levels)
+        return out
+
+    def quality(
+        self, split: Split, saved: Saved, protocol: Protocol, seed: int, device: Device
+    ) -> dict[str, Any]:
+        """Sample quality per target domain, against that domain's test images, averaged over
+        target domains (means only: an average of per-domain spreads is not a spread)."""
+        d, levels = split.domains, split.meta.levels
+        images, targets = saved["images"], saved["targets"]
         scale = domain_features(d.train_x, levels, protocol, device)
+        out: dict[str, Any] = {}
         per_target = []
         for t in targets.unique().tolist():
             to_t, reference = images[targets == t], d.test_x[d.test_d == t]
@@ -188,14 +186,6 @@ class DomainKind(ConditionKind):
         out.update(mean_of(per_target))
         out["feature_extractor"] = protocol.space_name("domains")
         return out
-
-
-def _need_domains(model: GenerativeModel, split: Split) -> None:
-    if split.domains is None:
-        raise ConfigError(
-            f"model '{model.name}' needs domains but the data set has none; set data.domains "
-            "to typeset, cyclegan_folder, domain_folders or attribute_csv"
-        )
 
 
 KIND = DomainKind()

@@ -10,27 +10,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gen import metrics as M
-from gen.conditions import COLUMNS, ConditionKind, Conditions, _cycle, build_once, random_pairs
-from gen.data import DataConfig, Split, expected_meta
-from gen.evaluation import Protocol, sample_quality
+from gen.conditions import COLUMNS, ConditionKind, Conditions, _cycle
+from gen.data import Split
+from gen.evaluation import Protocol
 from gen.plots import labelled_rows
 
 if TYPE_CHECKING:
+    from gen.conditions import Device, Saved
     from gen.models.base import GenerativeModel
 
 
 class ImageKind(ConditionKind):
     name = "image"
-
-    def check_data(
-        self, model: type[GenerativeModel], section: dict[str, Any] | None, data: DataConfig
-    ) -> None:
-        build_once(model, section, expected_meta(data))
-
-    def training_data(
-        self, model: GenerativeModel, split: Split
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return split.train_x, split.train_y
 
     def sampling_conditions(
         self, model: GenerativeModel, split: Split, n: int, generator: torch.Generator
@@ -44,18 +35,8 @@ class ImageKind(ConditionKind):
         x = pool_x[idx]
         return Conditions(x, pool_y[idx], sources=x)
 
-    def probe_pairs(
-        self, model: GenerativeModel, n: int, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return random_pairs(model.meta, n, generator)
-
     def probe_condition(
-        self,
-        model: GenerativeModel,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        n: int,
-        device: torch.device,
+        self, model: GenerativeModel, x: torch.Tensor, y: torch.Tensor, n: int, device: torch.device
     ) -> torch.Tensor:
         return x[:n].to(device)
 
@@ -70,21 +51,14 @@ class ImageKind(ConditionKind):
         rows, labels = [x, patches, out], ["image", "key patches", "generated"]
         return [labelled_rows(rows, labels, levels, path)]
 
-    def metrics(
-        self,
-        model: GenerativeModel,
-        split: Split,
-        saved: dict[str, torch.Tensor],
-        protocol: Protocol,
-        seed: int,
-        device: torch.device | str,
+    def obeyed(
+        self, model: GenerativeModel, split: Split, saved: Saved, protocol: Protocol, device: Device
     ) -> dict[str, Any]:
+        """How well the samples kept the key patches they were given."""
         samples, sources = saved["images"], saved["sources"]
         with torch.no_grad():
             mask = model.patch_mask(sources.to(device)).cpu()
-        error = M.masked_error(sources, samples, mask, split.meta.levels)
-        quality = sample_quality(samples, split, protocol, seed, device)
-        return {"patch_error": error, **quality}
+        return {"patch_error": M.masked_error(sources, samples, mask, split.meta.levels)}
 
 
 KIND = ImageKind()
