@@ -30,6 +30,7 @@ from gen.loss_sums import LossSums
 from gen.models.base import GenerativeModel
 
 Callback = Callable[[int, dict[str, float]], None]
+Validate = Callable[[], dict[str, float]]
 
 
 @dataclass
@@ -54,6 +55,10 @@ class TrainOptions:
     # NHWC. Both change float rounding, not the algorithm.
     compile: bool = False
     channels_last: bool = False
+    # What rank 0 reports to: `validate()` runs every `val_every` steps and at the end, in eval
+    # mode; `callback(step, row)` gets each logged row of losses and each validation's figures.
+    callback: Callback | None = None
+    validate: Validate | None = None
 
 
 @dataclass
@@ -128,8 +133,8 @@ class Trainer:
     matches the run. Building it sets the run up (seed, device, optimisers, batches, resume,
     DDP); `run()` trains.
 
-    `validate()` runs every `val_every` steps and at the end, in eval mode; its figures go to
-    the callback beside the training losses. Inside a process group (torchrun, see
+    `options.validate()` runs every `val_every` steps and at the end, in eval mode; its figures
+    go to `options.callback` beside the training losses. Inside a process group (torchrun, see
     `gen.distributed`) each rank trains its slice of every global batch under DDP; every rank
     must get the same options. Logged losses are means over ranks; only rank 0 runs `validate`
     and `callback` and writes the checkpoint.
@@ -141,13 +146,10 @@ class Trainer:
         train_x: torch.Tensor,
         train_y: torch.Tensor | None = None,
         options: TrainOptions | None = None,
-        *,
-        callback: Callback | None = None,
-        validate: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         self.model, self.cfg = model, model.cfg
         self.options = options = options or TrainOptions()
-        self.callback, self.validate = callback, validate
+        self.callback, self.validate = options.callback, options.validate
         self.device = torch.device(options.device)
         self.on_cuda = self.device.type == "cuda"
         self.rank, self.world = distributed.rank_and_world()
@@ -383,11 +385,8 @@ def train(
     train_x: torch.Tensor,
     train_y: torch.Tensor | None = None,
     options: TrainOptions | None = None,
-    *,
-    callback: Callback | None = None,
-    validate: Callable[[], dict[str, float]] | None = None,
     **fields: Any,
 ) -> TrainResult:
-    """`Trainer(...).run()` with `options` (or the defaults), `fields` replacing some of them."""
-    options = replace(options or TrainOptions(), **fields)
-    return Trainer(model, train_x, train_y, options, callback=callback, validate=validate).run()
+    """`Trainer(...).run()` with `options` (or the defaults), `fields` replacing some of them
+    (`callback=log`, `validate=...`, `log_every=5`: any TrainOptions field)."""
+    return Trainer(model, train_x, train_y, replace(options or TrainOptions(), **fields)).run()
