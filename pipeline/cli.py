@@ -6,6 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -251,24 +252,13 @@ def copy_runs(params_path: str, source: str, experiment: str | None) -> None:
     "--channels-last/--no-channels-last", default=None, help="default: train.channels_last"
 )
 @user_errors
-def throughput(
-    params_path: str,
-    models: str | None,
-    steps: int,
-    samples: int,
-    batch_size: int | None,
-    device: str | None,
-    threads: int | None,
-    compile: bool | None,
-    channels_last: bool | None,
-) -> None:
+def throughput(params_path: str, models: str | None, **settings: Any) -> None:
     """Train and sample images per second of each model, in this process, through the code
     `genbench train` and `genbench sample` run (random data of the data set's shape)."""
     from pipeline.throughput_table import print_table
 
-    p = load_params(params_path)
-    names = _names(models)
-    print_table(p, names, steps, samples, batch_size, device, threads, compile, channels_last)
+    # The other options go to print_table under their own names: it types and documents them.
+    print_table(load_params(params_path), _names(models), **settings)
 
 
 @main.command("preset")
