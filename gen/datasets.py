@@ -18,6 +18,7 @@ from gen.captions import build_captions, build_vocab, read_captions_file, tokeni
 from gen.config import ConfigError
 from gen.data import DataConfig, DataError, DataMeta, Split
 from gen.domains import Domains, attribute_csv, cyclegan_folder, domain_folders, typeset_domains
+from gen.image_files import image_files, read_image
 
 
 def load(cfg: DataConfig) -> Split:
@@ -234,28 +235,20 @@ def _torchvision(cfg: DataConfig, seed: int) -> Split:
 
 
 def _image_folder(cfg: DataConfig, seed: int) -> Split:
-    from PIL import Image
     from sklearn.model_selection import train_test_split
 
     root = Path(cfg.root)
     if not root.is_dir():
         raise DataError(f"image folder '{root}' not found; set data.root to a folder of images")
-    exts = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts)
+    files = image_files(root)
     if len(files) < 2:
         raise DataError(f"image folder '{root}' holds {len(files)} images; it needs at least 2")
     # Class = first sub-folder under root (ImageFolder layout); flat folders are class 0.
     classes = sorted({p.relative_to(root).parts[0] for p in files if p.parent != root})
-    size = cfg.image_size or 32
-    mode = "L" if cfg.channels == 1 else "RGB"
+    size, channels = cfg.image_size or 32, cfg.channels or 3
     xs, ys = [], []
     for p in files:
-        try:
-            img = Image.open(p).convert(mode).resize((size, size), Image.BILINEAR)
-        except OSError as exc:
-            raise DataError(f"cannot read image '{p}': {exc}") from None
-        arr = np.asarray(img, dtype=np.uint8)
-        xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+        xs.append(read_image(p, size, channels, DataError))
         rel = p.relative_to(root).parts
         ys.append(classes.index(rel[0]) if p.parent != root else 0)
     x = torch.from_numpy(np.stack(xs))

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gen.image_files import image_files, read_image
+
 # Typeset styles -> matplotlib font files: several families and weights per style.
 TYPESET_STYLES = {
     "typeset": (
@@ -34,7 +36,6 @@ TYPESET_STYLES = {
     "serif": ("DejaVuSerif.ttf", "STIXGeneral.ttf", "cmr10.ttf", "DejaVuSerif-Italic.ttf"),
     "bold": ("DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf", "STIXGeneralBol.ttf", "cmb10.ttf"),
 }
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
 class DomainError(RuntimeError):
@@ -158,22 +159,11 @@ def typeset_domains(
 
 
 # ------------------------------------------------------------------------------ user layouts
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
-
-
 def _read(files: list[Path], size: int, channels: int, levels: int) -> torch.Tensor:
-    from PIL import Image
-
-    mode = "L" if channels == 1 else "RGB"
+    """The images at the main data's size, channels and levels."""
     xs = []
     for p in files:
-        try:
-            img = Image.open(p).convert(mode).resize((size, size), Image.BILINEAR)
-        except OSError as exc:
-            raise DomainError(f"cannot read image '{p}': {exc}") from None
-        a = np.asarray(img, dtype=np.float64)
-        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        a = read_image(p, size, channels, DomainError).astype(np.float64)
         xs.append(np.rint(a / 255 * (levels - 1)).astype(np.uint8))
     return torch.from_numpy(np.stack(xs))
 
@@ -210,7 +200,7 @@ def cyclegan_folder(root: Path, size: int, channels: int, levels: int) -> Domain
     root = Path(root)
     parts = {}
     for sub in ("trainA", "trainB", "testA", "testB"):
-        files = _images(root / sub) if (root / sub).is_dir() else []
+        files = image_files(root / sub) if (root / sub).is_dir() else []
         if not files:
             raise DomainError(
                 f"CycleGAN folder '{root}' needs images in trainA/, trainB/, testA/ and testB/; "
@@ -229,13 +219,13 @@ def domain_folders(
     root = Path(root)
     if not root.is_dir():
         raise DomainError(f"domain folder '{root}' not found; set data.domains_root")
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and _images(p))
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and image_files(p))
     if len(names) < 2:
         raise DomainError(
             f"domain folder '{root}' needs at least 2 sub-folders of images (one per domain); "
             f"found {len(names)}"
         )
-    rows = [(p, d) for d, n in enumerate(names) for p in _images(root / n)]
+    rows = [(p, d) for d, n in enumerate(names) for p in image_files(root / n)]
     return _assemble(*_split(rows, test_fraction), names, size, channels, levels)
 
 
