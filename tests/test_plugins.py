@@ -38,7 +38,9 @@ def example_site(tmp_path_factory) -> Path:
     """The example package installed by pip into a folder of its own (built from a copy, so
     the build leaves nothing in the source tree)."""
     tmp = tmp_path_factory.mktemp("example")
-    source = shutil.copytree(EXAMPLE, tmp / "src", ignore=shutil.ignore_patterns("build"))
+    source = shutil.copytree(
+        EXAMPLE, tmp / "src", ignore=shutil.ignore_patterns("build", "*.egg-info")
+    )
     site = tmp / "site"
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
     subprocess.run([*cmd, "--target", str(site), str(source)], check=True, capture_output=True)
