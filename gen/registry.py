@@ -1,14 +1,25 @@
-"""MODELS: the names used in params.yaml and `dvc exp run -S model=...` -> model classes."""
+"""MODELS: the names used in params.yaml and `dvc exp run -S model=...` -> model classes.
+
+Beside the built-in `MODELS`, installed packages add models through entry points
+(gen/plugins.py). They are looked for once, the first time a name is not a built-in one (or
+the models are listed), so a broken plug-in never touches a run of a built-in model: its one
+`Error:` line comes when the user names it, or lists the models (`genbench models`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib
 from typing import Any
 
+from gen import plugins
 from gen.capabilities import check_capabilities
+from gen.conditions import ConditionKind
 from gen.config import ConfigError, from_dict
 from gen.data import DataConfig, DataMeta
 from gen.models.ae import AAE, AE
-from gen.models.base import FAMILIES, GenerativeModel
+from gen.models.base import FAMILIES, GenerativeModel, ModelConfig
 from gen.models.baseline import Baseline
 from gen.models.cyclegan import CycleGAN
 from gen.models.gan import DCGAN, GAN
@@ -42,22 +53,66 @@ MODELS: dict[str, type[GenerativeModel]] = {
 }
 
 
-def _check_classes(models: dict[str, type[GenerativeModel]]) -> None:
-    """Fail at import, naming the model, when a class names a family the report lacks or
-    declares capabilities its methods contradict (a renamed method never turns into n/a)."""
-    for name, cls in models.items():
-        if cls.family not in FAMILIES:
-            raise TypeError(f"model '{name}' names family '{cls.family}', not in {list(FAMILIES)}")
-    check_capabilities(models.values())
+def check_class(name: str, cls: type) -> None:
+    """Raise a TypeError naming the model when `cls` cannot be model `name`: not a
+    GenerativeModel, named otherwise (checkpoints rebuild it by its `name`), a family the
+    report lacks, a Config that is no ModelConfig dataclass, or capabilities its methods
+    contradict (a renamed method never turns into n/a)."""
+    where = f"{cls.__module__}.{cls.__qualname__}" if isinstance(cls, type) else repr(cls)
+    if not (isinstance(cls, type) and issubclass(cls, GenerativeModel)):
+        raise TypeError(f"{where} is not a subclass of gen.models.base.GenerativeModel")
+    if cls.name != name:
+        raise TypeError(f"{where}.name is '{cls.name}'; set it to '{name}'")
+    if cls.family not in FAMILIES:
+        raise TypeError(f"model '{name}' names family '{cls.family}', not in {list(FAMILIES)}")
+    config = cls.Config
+    dataclass = isinstance(config, type) and dataclasses.is_dataclass(config)
+    if not (dataclass and issubclass(config, ModelConfig)):
+        raise TypeError(f"model '{name}': its Config is not a dataclass derived from ModelConfig")
+    if not isinstance(cls.condition, ConditionKind):
+        raise TypeError(f"model '{name}': its condition is not a kind of gen/conditions/")
+    check_capabilities([cls])
 
 
-_check_classes(MODELS)
+for _name, _cls in MODELS.items():  # a built-in model that fails these is a bug: at import
+    check_class(_name, _cls)
+
+
+@functools.cache
+def _plugins() -> tuple[dict[str, plugins.Plugin], dict[str, str]]:
+    return plugins.discover(MODELS, check_class)
+
+
+def refresh_plugins() -> None:
+    """Look for plug-ins again (after installing a package into this running process)."""
+    importlib.invalidate_caches()
+    _plugins.cache_clear()
+
+
+def all_models() -> dict[str, type[GenerativeModel]]:
+    """The built-in models, then the usable plug-ins."""
+    return {**MODELS, **{name: p.cls for name, p in _plugins()[0].items()}}
+
+
+def plugin_errors() -> dict[str, str]:
+    """Each broken plug-in's one-line error, by its entry point's name."""
+    return dict(_plugins()[1])
+
+
+def plugin(name: str) -> plugins.Plugin | None:
+    """The plug-in that model `name` comes from; None for a built-in model."""
+    return None if name in MODELS else _plugins()[0].get(name)
 
 
 def model_class(name: str) -> type[GenerativeModel]:
-    if name not in MODELS:
-        raise ConfigError(f"unknown model '{name}'; known models: {', '.join(MODELS)}")
-    return MODELS[name]
+    if name in MODELS:
+        return MODELS[name]
+    found, errors = _plugins()
+    if name in found:
+        return found[name].cls
+    if name in errors:
+        raise plugins.PluginError(errors[name])
+    raise ConfigError(f"unknown model '{name}'; known models: {', '.join(all_models())}")
 
 
 def build(name: str, section: dict[str, Any] | None, meta: DataMeta) -> GenerativeModel:

@@ -94,6 +94,11 @@ def _preflight(p: Params, names: list[str], seeds: list[int]) -> None:
     the tracking store. A benchmark that cannot finish must not start."""
     for name in names:
         check_data(name, p.model_section(name), p.data)
+        if name not in p.raw:  # a plug-in's: DVC's train stage depends on `${model}`'s section
+            raise UserError(
+                f"params.yaml has no '{name}' section, which DVC's train stage reads; add one "
+                f"(`genbench models {name} >> params.yaml` appends its defaults)"
+            )
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds={','.join(map(str, seeds))} must be distinct integers >= 0")
     if not Path(".dvc").is_dir():

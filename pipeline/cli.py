@@ -13,6 +13,7 @@ import click
 from gen.data import dataset_id
 from pipeline import tracking
 from pipeline.errors import ServerError
+from pipeline.models_command import models
 from pipeline.params import load_params
 from pipeline.user_errors import UserError, user_errors
 
@@ -31,7 +32,7 @@ params_option = click.option(
 )
 
 
-@click.group()
+@click.group(commands=[models])  # `genbench models`: pipeline/models_command.py
 def main() -> None:
     """genbench: train, sample and evaluate generative image models side by side."""
 

@@ -21,7 +21,7 @@ from gen.config import (
     require,
 )
 from gen.data import DataConfig
-from gen.registry import MODELS, check_data, model_class
+from gen.registry import MODELS, all_models, check_data, model_class
 from gen.trainer import TrainOptions
 
 if TYPE_CHECKING:
@@ -196,9 +196,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"params file '{path}' must be a mapping of sections")
     model = raw.get("model")
-    require(
-        isinstance(model, str), f"params 'model' must be a model name; known: {', '.join(MODELS)}"
-    )
+    if not isinstance(model, str):  # the list of models is made only when it is shown
+        raise ConfigError(f"params 'model' must be a model name; known: {', '.join(all_models())}")
     model_class(model)
     seed = raw.get("seed", 0)
     require(

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from gen import registry
+
 GEN = Path(__file__).resolve().parents[1] / "gen"
 # The code that scores samples: an edited metric is another protocol, like another eval param.
 SCORING = [GEN / "evaluation.py", GEN / "features.py", GEN / "metrics.py", GEN / "classifier.py"]
@@ -40,6 +42,20 @@ def code_hash_of(files: list[Path], root: Path = GEN) -> str:
 def code_hash(root: Path = GEN) -> str:
     """sha256 of the model library's sources (gen/**/*.py): an edited loss is another model."""
     return code_hash_of(list(root.rglob("*.py")), root)
+
+
+def model_code(name: str) -> dict[str, str]:
+    """A plug-in model's package and version and a hash of its sources, which `code_hash`
+    (gen/ only) misses: tags on its runs, and part of what a checkpoint must share to be
+    resumed. Empty for a built-in model."""
+    plugin = registry.plugin(name)
+    if plugin is None:
+        return {}
+    root, files = plugin.source_files()
+    return {
+        "plugin": f"{plugin.package}=={plugin.version}",
+        "plugin_code": code_hash_of(files, root),
+    }
 
 
 def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:

@@ -54,7 +54,11 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
     model = build(p.model, p.model_section(), split.meta)
     ds = dataset_id(p.data)
     train_x, train_y = model.condition.training_data(model, split)
-    made_by = {"code": provenance.code_hash(), "data": provenance.split_hash(PREPARED)}
+    made_by = {
+        "code": provenance.code_hash(),
+        "data": provenance.split_hash(PREPARED),
+        **provenance.model_code(p.model),  # a plug-in's package, version and code
+    }
     wip = WIP / f"{p.model}.pt"
     options = p.train.options(p.seed, device, wip, made_by)  # the same on every rank
     validate = _validation(model, split, p.eval.batch_size, device)

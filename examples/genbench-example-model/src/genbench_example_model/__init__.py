@@ -1,0 +1,1 @@
+"""A genbench model plug-in: `pixel_mixture` (genbench_example_model.mixture.PixelMixture)."""
