@@ -7,12 +7,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from filelock import FileLock
 
 from gen.data import DataConfig, Split
 from gen.datasets import load
@@ -135,10 +136,28 @@ def _template(repo: Path) -> Iterator[Path]:
     assert _files(repo) == before, f"a test changed the template {repo}"
 
 
+def _built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Iterator[Path]:
+    """A template `build` makes at `<folder>/repo`, once per test run. Under pytest-xdist the
+    first worker to ask builds it in the folder all workers share and the others wait for it
+    (a file lock), so no worker retrains the rulers another has trained."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        folder = tmp_path_factory.mktemp(name)
+    else:
+        folder = tmp_path_factory.getbasetemp().parent / name
+    repo, done = folder / "repo", folder / "built"
+    with FileLock(f"{folder}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(repo)
+            done.touch()
+    yield from _template(repo)
+
+
 @pytest.fixture(scope="session")
 def project_template(tmp_path_factory) -> Iterator[Path]:
     """The tiny project made once (`git init`, `dvc init` and a commit cost seconds a test)."""
-    yield from _template(make_project(tmp_path_factory.mktemp("template") / "repo"))
+    yield from _built_once(tmp_path_factory, "template", make_project)
 
 
 @pytest.fixture
@@ -197,13 +216,16 @@ def genbench(*args: str) -> str:
 def prepared_template(project_template: Path, tmp_path_factory, one_thread) -> Iterator[Path]:
     """The tiny project with its data, classifiers and data row made in-process (CLI stages),
     once: training the rulers is most of what preparing costs."""
-    repo = copy_project(project_template, tmp_path_factory.mktemp("prepared") / "repo")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(repo)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
-        for stage in ("prepare", "classifier", "reference"):
-            genbench(stage)
-    yield from _template(repo)
+
+    def build(repo: Path) -> None:
+        copy_project(project_template, repo)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(repo)
+            mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+            for stage in ("prepare", "classifier", "reference"):
+                genbench(stage)
+
+    yield from _built_once(tmp_path_factory, "prepared", build)
 
 
 @pytest.fixture
@@ -219,9 +241,12 @@ def prepared(prepared_template: Path, tmp_path: Path, monkeypatch) -> Path:
 def reproduced_template(project_template: Path, tmp_path_factory) -> Iterator[Path]:
     """The tiny project after `dvc repro reference`, once: the data, classifiers and data row
     in dvc.lock, DVC's cache and the store, as a benchmark's first step leaves them."""
-    repo = copy_project(project_template, tmp_path_factory.mktemp("reproduced") / "repo")
-    run([sys.executable, "-m", "dvc", "repro", "reference"], repo)
-    yield from _template(repo)
+
+    def build(repo: Path) -> None:
+        copy_project(project_template, repo)
+        run([sys.executable, "-m", "dvc", "repro", "reference"], repo)
+
+    yield from _built_once(tmp_path_factory, "reproduced", build)
 
 
 @pytest.fixture
