@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from gen.data import dataset_id
-from pipeline import tracking
+from pipeline import protocol_cmd, tracking
 from pipeline.errors import ServerError
 from pipeline.params import load_params
 from pipeline.user_errors import UserError, user_errors
@@ -30,7 +30,7 @@ params_option = click.option(
 )
 
 
-@click.group()
+@click.group(commands=protocol_cmd.COMMANDS)
 def main() -> None:
     """genbench: train, sample and evaluate generative image models side by side."""
 
@@ -69,7 +69,7 @@ def classifier_command(params_path: str) -> None:
     from pipeline import launch, stages
 
     p = load_params(params_path)  # a bad param is said here, before any process starts
-    if stages.ruler_pinned():
+    if stages.ruler_pinned() or p.classifier.protocol is not None:  # held, or no training
         _print(stages.train_classifier(p))
         return
     if os.environ.get(launch.CHILD):  # started with the hold, yet without it: never loop

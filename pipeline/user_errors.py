@@ -17,6 +17,7 @@ from gen.config import ConfigError
 from gen.data import DataError
 from gen.domains import DomainError
 from gen.metrics import MetricError
+from gen.protocol_file import ProtocolError
 from pipeline import tracking
 from pipeline.errors import ReportError, ServerError, TrackingError
 
@@ -27,6 +28,7 @@ USER_ERRORS = (
     DomainError,
     CheckpointError,
     MetricError,
+    ProtocolError,
     FloatingPointError,  # training diverged: the message names the model and the step
     TrackingError,
     ReportError,
