@@ -1,4 +1,5 @@
-"""`genbench protocol export|import`: the protocol as a file (pipeline.protocol); parsing only."""
+"""`genbench protocol export|import` and `genbench score`: the protocol as a file, and samples
+of any generator scored on it (pipeline.protocol, pipeline.score); parsing only."""
 
 from __future__ import annotations
 
@@ -54,4 +55,39 @@ def import_command(file: str, params_path: str) -> None:
     _print(import_file(load_params(params_path), Path(params_path), Path(file)))
 
 
-COMMANDS = [protocol]
+@click.command("score")
+@click.argument("samples", nargs=-1, required=True)
+@click.option("--name", required=True, help="the outside model's name in MLflow and the report")
+@click.option(
+    "--protocol",
+    "protocol_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="score with this protocol file alone (no data set needed; default: this clone's "
+    "data/prepared, runs/classifiers and eval params)",
+)
+@click.option("--benchmark", default=None, help="a benchmark's name or run id: runs join it")
+@click.option("--resize", is_flag=True, help="resize to the protocol's size (PIL bicubic)")
+@params_option
+@user_errors
+def score(
+    samples: tuple[str, ...],
+    name: str,
+    protocol_file: str | None,
+    benchmark: str | None,
+    resize: bool,
+    params_path: str,
+) -> None:
+    """Score SAMPLES (folders of PNG/JPEG images, .npy/.npz arrays (N, H, W[, C]) or MLflow
+    model URIs such as runs:/<id>/model whose model has sample(n)) exactly as genbench's own
+    samples are; each SAMPLES is one seed of the outside model NAME, logged as an MLflow run
+    (family `external`)."""
+    from pipeline.params import load_params
+    from pipeline.score import score as score_samples
+
+    p = load_params(params_path)
+    path = Path(protocol_file) if protocol_file else None
+    _print(score_samples(p, list(samples), name, path, benchmark, resize))
+
+
+COMMANDS = [protocol, score]
