@@ -85,8 +85,9 @@ def score(
     from pipeline.params import load_params
     from pipeline.score import score as score_samples
 
-    p = load_params(params_path)
     path = Path(protocol_file) if protocol_file else None
+    # With a protocol file, a folder without params.yaml will do (no data set, no clone).
+    p = None if path and not Path(params_path).exists() else load_params(params_path)
     _print(score_samples(p, list(samples), name, path, benchmark, resize))
 
 

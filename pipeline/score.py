@@ -34,7 +34,7 @@ from gen.outside_samples import SampleError, read_samples
 from gen.registry import MODELS
 from gen.trainer import pick_device
 from pipeline import provenance, stages, tracking
-from pipeline.params import EvalSettings, Params
+from pipeline.params import EvalSettings, Params, TrainSettings
 from pipeline.report.collection import DATA, EXTERNAL, benchmark_parents
 from pipeline.user_errors import UserError
 
@@ -56,23 +56,25 @@ class Ruler:
 
 
 def score(
-    p: Params,
+    p: Params | None,
     sources: list[str],
     name: str,
     protocol_file: Path | None = None,
     benchmark: str | None = None,
     resize: bool = False,
 ) -> dict[str, Any]:
-    """Score every set of samples in `sources` (set i = seed i) and log one run each."""
+    """Score every set of samples in `sources` (set i = seed i) and log one run each. `p` (the
+    clone's params) may be None with a protocol file: the `train` defaults then run it."""
     if not NAME.fullmatch(name) or name in MODELS or name == DATA:
         raise UserError(
             f"--name={name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-', "
             "and not a built-in model's name or 'data'"
         )
-    stages.use_threads(p)
-    device = pick_device(p.train.device)
+    train = p.train if p is not None else TrainSettings()
+    torch.set_num_threads(train.threads)
+    device = pick_device(train.device)
     with ExitStack() as stack:
-        ruler = _from_file(p, protocol_file, stack) if protocol_file else _from_clone(p)
+        ruler = _from_file(protocol_file, stack) if protocol_file else _from_clone(p)
         n = ruler.protocol.n_samples
         images = [_images(src, ruler, n, resize, i, device) for i, src in enumerate(sources)]
         parent = _parent(ruler, benchmark) if benchmark else None
@@ -95,7 +97,7 @@ def _from_clone(p: Params) -> Ruler:
     return Ruler(dataset_id(p.data), split.meta, stages._protocol(p), fp, split, None, source)
 
 
-def _from_file(p: Params, path: Path, stack: ExitStack) -> Ruler:
+def _from_file(path: Path, stack: ExitStack) -> Ruler:
     """The protocol of file `path`: its rulers are written to a temporary folder, so that
     features come from the one extractor code path."""
     from pipeline import protocol

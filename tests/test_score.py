@@ -121,8 +121,7 @@ def test_a_protocol_file_alone_scores_as_the_data_set_does(repo: Path, tmp_path:
     genbench("protocol", "export", str(tmp_path / "p.pt"))
     folder = write_pngs(tmp_path / "pngs", as_8bit(samples()))
     reference = built_in()
-    monkeypatch.chdir(tmp_path)  # no data set, no ruler here: only the file and params
-    (tmp_path / "params.yaml").write_text((repo / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)  # no data set, ruler or params.yaml here: only the file
     out = score(str(folder), "--name", "by-file", "--protocol", "p.pt")
     assert_same_figures(out["runs"][0], reference)
     assert out["protocol"] == reference["protocol"]
