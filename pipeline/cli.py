@@ -39,7 +39,7 @@ def main() -> None:
 # lazily: `genbench --help` stays fast.
 STAGES = {
     "prepare": ("prepare", "Load the data set named in params and write data/prepared/."),
-    "classifier": ("train_classifier", "Train the data set's classifier (FID/IS features)."),
+    "classifier": ("train_classifier", "The ruler: classifier.protocol's, or train one."),
     "train": ("train_model", "Train the model named by `model` in params; resumes after a kill."),
     "sample": ("sample", "Draw eval.n_samples images and the model's figures."),
     "evaluate": ("evaluate", "Compute the metrics into metrics.json and the MLflow run."),
