@@ -26,6 +26,9 @@ class ClassifierConfig:
     features: int = 128  # width of the feature layer used by FID / KID / PR
     domain_epochs: int = 10  # the (domain, class) classifier for translation models
     seed: int = 0  # the ruler's own seed, apart from the training seed of the models it measures
+    # A protocol file (gen/protocol_file.py) whose ruler is used instead of training one here,
+    # so every machine measures with the same bytes; None trains one.
+    protocol: str | None = None
 
     def validate(self, section: str = "classifier") -> None:
         require(self.epochs > 0, f"{section}.epochs={self.epochs} must be > 0")

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from gen.data import dataset_id
-from pipeline import tracking
+from pipeline import protocol_cmd, tracking
 from pipeline.errors import ServerError
 from pipeline.models_command import models
 from pipeline.params import load_params
@@ -32,7 +32,7 @@ params_option = click.option(
 )
 
 
-@click.group(commands=[models])  # `genbench models`: pipeline/models_command.py
+@click.group(commands=[models, *protocol_cmd.COMMANDS])  # models_command.py, protocol_cmd.py
 def main() -> None:
     """genbench: train, sample and evaluate generative image models side by side."""
 
@@ -41,7 +41,7 @@ def main() -> None:
 # lazily: `genbench --help` stays fast.
 STAGES = {
     "prepare": ("prepare", "Load the data set named in params and write data/prepared/."),
-    "classifier": ("train_classifier", "Train the data set's classifier (FID/IS features)."),
+    "classifier": ("train_classifier", "The ruler: classifier.protocol's, or train one."),
     "train": ("train_model", "Train the model named by `model` in params; resumes after a kill."),
     "sample": ("sample", "Draw eval.n_samples images and the model's figures."),
     "evaluate": ("evaluate", "Compute the metrics into metrics.json and the MLflow run."),
@@ -71,7 +71,7 @@ def classifier_command(params_path: str) -> None:
     from pipeline import launch, stages
 
     p = load_params(params_path)  # a bad param is said here, before any process starts
-    if stages.ruler_pinned():
+    if stages.ruler_pinned() or p.classifier.protocol is not None:  # held, or no training
         _print(stages.train_classifier(p))
         return
     if os.environ.get(launch.CHILD):  # started with the hold, yet without it: never loop

@@ -83,10 +83,19 @@ def split_hash(prepared: Path) -> str:
 
 def classifier_hash(folder: Path) -> str:
     """sha256 of the evaluation classifiers' weights (the ruler every sample is measured with)."""
+    rulers = {
+        path.name: torch.load(path, map_location="cpu", weights_only=True)
+        for path in sorted(folder.glob("*.pt"))
+    }
+    return rulers_hash(rulers)
+
+
+def rulers_hash(rulers: dict[str, dict[str, Any]]) -> str:
+    """`classifier_hash` of checkpoints in memory (file name -> checkpoint), such as the rulers
+    of a protocol file before they are written."""
     parts = []
-    for path in sorted(folder.glob("*.pt")):
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        parts += [path.name.encode(), tensors_hash(ckpt["state_dict"]).encode()]
+    for name in sorted(rulers):
+        parts += [name.encode(), tensors_hash(rulers[name]["state_dict"]).encode()]
     return _digest(parts)[:16]
 
 
@@ -101,11 +110,19 @@ def fingerprint(
     data: dict[str, Any], eval_params: dict[str, Any], prepared: Path, classifiers: Path
 ) -> dict[str, str]:
     """The protocol's parts and their joint fingerprint, as MLflow tags (`protocol.*`)."""
+    return fingerprint_of(data, eval_params, split_hash(prepared), classifier_hash(classifiers))
+
+
+def fingerprint_of(
+    data: dict[str, Any], eval_params: dict[str, Any], split: str, classifier: str
+) -> dict[str, str]:
+    """`fingerprint` from the split and ruler hashes themselves (a protocol file's), with this
+    installation's scoring code and library versions."""
     scoring = {k: v for k, v in sorted((eval_params or {}).items()) if k not in EVAL_KEYS_IGNORED}
     parts = {
         "protocol.data": json.dumps(data or {}, sort_keys=True, default=str),
-        "protocol.split": split_hash(prepared),
-        "protocol.classifier": classifier_hash(classifiers),
+        "protocol.split": split,
+        "protocol.classifier": classifier,
         "protocol.eval": json.dumps(scoring, sort_keys=True, default=str),
         "protocol.scoring_code": code_hash_of(SCORING),
         "protocol.torch": torch.__version__.split("+")[0],

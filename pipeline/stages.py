@@ -105,7 +105,12 @@ def prepare(p: Params) -> dict[str, Any]:
 def train_classifier(p: Params) -> dict[str, Any]:
     """The ruler: trained on the CPU with one thread, its own seed and `RULER_ENV` (when
     started by `genbench classifier`), so every machine measures with the same weights (their
-    hash is part of the protocol fingerprint)."""
+    hash is part of the protocol fingerprint). With `classifier.protocol` set, the ruler is
+    that file's instead (pipeline.protocol.use): no training."""
+    if p.classifier.protocol is not None:
+        from pipeline import protocol
+
+        return protocol.use(p)
     split = load_split(PREPARED)
     device = torch.device("cpu")
     torch.set_num_threads(RULER_THREADS)

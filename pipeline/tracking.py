@@ -15,6 +15,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import TrackingError
 from pipeline.store_check import check_store
 
 EXPS_MARKER = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
@@ -260,6 +261,23 @@ def log_model(run_id: str, model: Any, name: str = "model") -> str:
         )
     connect().update_run(run_id, status="RUNNING")  # leaving the block marked it FINISHED
     return info.model_id
+
+
+def load_model(uri: str) -> Any:
+    """The MLflow model at `uri` (`runs:/<run_id>/model`), as `mlflow.pytorch` loads it (a
+    pickled model: its classes must be importable here, as genbench's are)."""
+    if not store_exists():
+        raise TrackingError(f"{uri}: no MLflow store at {tracking_uri()} to load it from")
+    import mlflow.pytorch
+
+    connect()
+    try:
+        return mlflow.pytorch.load_model(uri, map_location="cpu")
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:160]
+        raise TrackingError(
+            f"{uri}: no MLflow model loads from it ({type(exc).__name__}: {text})"
+        ) from None
 
 
 def log_text(run_id: str, text: str, name: str) -> None:

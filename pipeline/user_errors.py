@@ -17,6 +17,8 @@ from gen.config import ConfigError
 from gen.data import DataError
 from gen.domains import DomainError
 from gen.metrics import MetricError
+from gen.outside_samples import SampleError
+from gen.protocol_file import ProtocolError
 from pipeline import tracking
 from pipeline.errors import ReportError, ServerError, TrackingError
 
@@ -27,6 +29,8 @@ USER_ERRORS = (
     DomainError,
     CheckpointError,
     MetricError,
+    ProtocolError,
+    SampleError,
     FloatingPointError,  # training diverged: the message names the model and the step
     TrackingError,
     ReportError,

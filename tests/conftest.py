@@ -21,9 +21,11 @@ from gen.datasets import load
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-# Params small enough that a whole pipeline runs in seconds on a CPU.
+# Params small enough that a whole pipeline runs in seconds on a CPU. The tiny project trains
+# its own ruler (protocol: null) rather than import the shipped one, as the tests of training
+# it expect; tests of protocol files import one themselves.
 TINY = {
-    "classifier": {"epochs": 1, "domain_epochs": 1},
+    "classifier": {"epochs": 1, "domain_epochs": 1, "protocol": None},
     "train": {"log_every": 2, "checkpoint_every": 2},
     "eval": {
         "n_samples": 40,
@@ -83,6 +85,7 @@ def make_project(repo: Path) -> Path:
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"):
         shutil.copy(ROOT / name, repo / name)
+    shutil.copytree(ROOT / "protocols", repo / "protocols")  # a dependency of the classifier stage
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     (repo / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
     run(["git", "init", "-q"], repo)

@@ -18,6 +18,7 @@ from pipeline import tracking
 from pipeline.errors import ReportError
 
 DATA = "data"  # the real-data row's model name
+EXTERNAL = "external"  # the family of outside models' runs (`genbench score`)
 # Figures a run may carry (MLflow artifact path, caption), in the order they are shown.
 RUN_FIGURES = [
     ("samples/samples.png", "samples"),
@@ -52,7 +53,7 @@ def collect(dataset: str, benchmark: str | None = None) -> Collected:
             "run `genbench benchmark` first (the report was left as it was)"
         )
     bench: dict[str, str] = {}
-    parents = _benchmark_parents(dataset, benchmark)
+    parents = benchmark_parents(dataset, benchmark)
     planned: list[str] = []
     pending: list[str] = []  # planned by a part still running (on another host, say)
     if not parents.empty:
@@ -122,7 +123,7 @@ def collect_nonempty(dataset: str, benchmark: str | None) -> Collected:
     return c
 
 
-def _benchmark_parents(dataset: str, benchmark: str | None) -> pd.DataFrame:
+def benchmark_parents(dataset: str, benchmark: str | None) -> pd.DataFrame:
     """The parent runs a report is built from, newest first: the one whose run id is
     `benchmark`, else every part of the benchmark named `benchmark` (one per host that ran
     some of its models), else every part of the newest benchmark's name."""

@@ -14,13 +14,16 @@ from gen.conditions import none
 from gen.evaluation import metric
 from gen.models.base import FAMILIES
 from gen.registry import MODELS
-from pipeline.report.collection import DATA, Collected
+from pipeline.report.collection import DATA, EXTERNAL, Collected
 
 LABELS_MARK = "(labels)"  # beside a model trained with class labels it need not have used
-# Families whose models are conditioned on nothing: they share the unconditional tables.
+OUTSIDE_MARK = "(outside)"  # beside a model scored from its samples (`genbench score`)
+# Families whose models are conditioned on nothing: they share the unconditional tables, with
+# the outside models' samples (scored the same way).
 UNCONDITIONAL = tuple(
     f for f in FAMILIES if any(c.family == f and c.condition is none.KIND for c in MODELS.values())
-)
+) + (EXTERNAL,)
+SECTION_TITLES = {**FAMILIES, EXTERNAL: "Outside models (genbench score)"}
 # (title, families, feature space tag, metric keys): the report's tables of figures.
 TABLES = [
     (
@@ -148,7 +151,8 @@ def make_rankings(c: Collected, order: list[str]) -> list[tuple[str, list[str]]]
         ranked = stats.rank(groups, lower_is_better=lower)
         lines = []
         for i, (m, s, comp) in enumerate(ranked, start=1):
-            text = f"{i}. {m}: {cell(s, metric(key).fmt)} (n={s.n})"
+            shown = f"{m} {OUTSIDE_MARK}" if _outside(df, m) else m
+            text = f"{i}. {shown}: {cell(s, metric(key).fmt)} (n={s.n})"
             if comp is not None:
                 text += f"; {stats.verdict(comp, lower)}"
             lines.append(text)
@@ -167,7 +171,7 @@ def family_sections(
             for m in order
             if per_model and c.runs[c.runs.model == m].family.iloc[0] == family
         ]
-        out.append((FAMILIES.get(family, family or "other"), members))
+        out.append((SECTION_TITLES.get(family, family or "other"), members))
     return out
 
 
@@ -192,6 +196,12 @@ def _num(value: float | None, pattern: str) -> str:
     return pattern.format(value)
 
 
+def _outside(df: pd.DataFrame, model: str) -> bool:
+    return bool((df[df.model == model].family == EXTERNAL).all())
+
+
 def _label(df: pd.DataFrame, model: str) -> str:
+    if _outside(df, model):
+        return f"{model} {OUTSIDE_MARK}"
     labelled = bool(df[df.model == model].class_labels.any())
     return f"{model} {LABELS_MARK}" if labelled else model
