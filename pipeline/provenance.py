@@ -18,8 +18,10 @@ import torch
 GEN = Path(__file__).resolve().parents[1] / "gen"
 # The code that scores samples: an edited metric is another protocol, like another eval param.
 SCORING = [GEN / "evaluation.py", GEN / "features.py", GEN / "metrics.py", GEN / "classifier.py"]
-# eval params that change how samples are scored (batch_size only changes the speed)
-EVAL_KEYS_IGNORED = ("batch_size",)
+SCORING += [GEN / "dinov2.py"]
+# eval params that change how samples are scored: not batch_size (only the speed), nor where a
+# weights file lies on this machine (the file's own hash, protocol.feature_weights, stands in)
+EVAL_KEYS_IGNORED = ("batch_size", "feature_weights", "inception_weights")
 
 
 def _digest(parts: list[bytes]) -> str:
@@ -74,6 +76,16 @@ def classifier_hash(folder: Path) -> str:
     return _digest(parts)[:16]
 
 
+def file_hash(path: Path) -> str:
+    """sha256 of a file's bytes (a feature extractor's weights: 88 MB to 4.5 GB), read in 1 MB
+    pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            h.update(piece)
+    return h.hexdigest()[:16]
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -82,14 +94,21 @@ def _version(package: str) -> str:
 
 
 def fingerprint(
-    data: dict[str, Any], eval_params: dict[str, Any], prepared: Path, classifiers: Path
+    data: dict[str, Any],
+    eval_params: dict[str, Any],
+    prepared: Path,
+    classifiers: Path,
+    feature_weights: Path | None = None,
 ) -> dict[str, str]:
-    """The protocol's parts and their joint fingerprint, as MLflow tags (`protocol.*`)."""
+    """The protocol's parts and their joint fingerprint, as MLflow tags (`protocol.*`).
+    `feature_weights`: the weights file of a torch-fidelity feature extractor (eval params
+    name the extractor; this hash says which weights it had)."""
     scoring = {k: v for k, v in sorted((eval_params or {}).items()) if k not in EVAL_KEYS_IGNORED}
     parts = {
         "protocol.data": json.dumps(data or {}, sort_keys=True, default=str),
         "protocol.split": split_hash(prepared),
         "protocol.classifier": classifier_hash(classifiers),
+        "protocol.feature_weights": file_hash(feature_weights) if feature_weights else "none",
         "protocol.eval": json.dumps(scoring, sort_keys=True, default=str),
         "protocol.scoring_code": code_hash_of(SCORING),
         "protocol.torch": torch.__version__.split("+")[0],
