@@ -183,6 +183,16 @@ def test_unreadable_weights_and_files_holding_objects_are_refused(tmp_path: Path
             dinov2.weights_file(S14, tmp_path / name)
 
 
+def test_the_file_of_another_official_size_is_refused_naming_its_own_extractor(
+    weights, monkeypatch
+):
+    """(An official ViT-B file is 346 MB: a small "official" size stands in for it.)"""
+    monkeypatch.setitem(dinov2.MODELS, "dinov2-vit-t-14-local", dinov2.Official("t14", 64, 2))
+    with pytest.raises(MetricError, match="holds the t14 weights .* dinov2-vit-t-14-local"):
+        dinov2.weights_file(S14, weights)
+    assert dinov2.weights_file("dinov2-vit-t-14-local", weights) == weights
+
+
 def test_torch_hubs_cache_is_where_a_file_is_found_without_a_path(tmp_path: Path, weights):
     cache = tmp_path / "torch-home" / "hub" / "checkpoints"
     cache.mkdir(parents=True)
