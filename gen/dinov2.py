@@ -240,10 +240,12 @@ def weights_file(name: str, given: str | Path | None) -> Path:
     one (`$TORCH_HOME/hub/checkpoints/`). Checked here, before any stage work: a missing or
     unreadable file, or one of another official size, is one line saying what to fetch."""
     official = MODELS[name]
-    path = Path(given) if given else Path(torch.hub.get_dir()) / "checkpoints" / official.file
-    fetch = (
-        f"download {official.url} and set eval.feature_weights to its path (or put it at "
-        f"{Path(torch.hub.get_dir()) / 'checkpoints' / official.file})"
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / official.file
+    path = Path(given) if given else cached
+    fetch = f"download {official.url} to {path}" + (
+        f" (or to {cached} with eval.feature_weights: null)"
+        if given
+        else " (or anywhere, and set eval.feature_weights to its path)"
     )
     if not path.is_file():
         raise MetricError(f"{name}: no weights file {path}; {fetch}")
