@@ -171,6 +171,8 @@ METRICS: tuple[Metric, ...] = (
 BY_KEY = {m.key: m for m in METRICS}
 # The quality figures a `data` row has: real images against the same reference.
 REFERENCE_KEYS = ("fid", "kid_mean", "is_mean", "precision", "recall", "density", "coverage")
+# The figures computed in a feature space (`quality`): another space gives other ones, or none.
+SPACE_KEYS = (*REFERENCE_KEYS, "fid_sd", "copy_rate")
 
 
 def metric(key: str) -> Metric:
@@ -211,20 +213,21 @@ def quality(
     kid_mean, kid_sd = M.kid_from_features(a, b, subset, n_subsets=100, seed=seed)
     A, B = torch.from_numpy(a).float(), torch.from_numpy(b).float()
     prc = prc_features_to_metric(A, B, prc_neighborhood=3, verbose=False)
-    isc = isc_features_to_metric(samples.logits, splits=10, shuffle=True, rng_seed=seed)
     density, coverage = M.density_coverage(b, a, k=5)
-    out = {
+    out: dict[str, float] = {
         "fid": M.fid_from_features(a, b),
         "fid_sd": M.bootstrap_spread(a, b, M.fid_from_features, n_boot=n_boot, seed=seed),
         "kid_mean": kid_mean,
         "kid_sd": kid_sd,  # over its 100 random subsets
-        "is_mean": float(isc["inception_score_mean"]),
-        "is_std": float(isc["inception_score_std"]),
         "precision": float(prc["precision"]),
         "recall": float(prc["recall"]),
         "density": density,
         "coverage": coverage,
     }
+    if samples.logits is not None:  # a space without classes (DINOv2) has no IS
+        isc = isc_features_to_metric(samples.logits, splits=10, shuffle=True, rng_seed=seed)
+        out["is_mean"] = float(isc["inception_score_mean"])
+        out["is_std"] = float(isc["inception_score_std"])
     if t is not None:
         out["copy_rate"] = M.copy_rate(a, t)
     return out
@@ -238,7 +241,7 @@ class Protocol:
     extractor: str = "classifier"
     classifier: Path | None = None  # the data set's classifier (classes)
     domain_classifier: Path | None = None  # the (domain, class) classifier (translation)
-    inception_weights: str | None = None
+    feature_weights: str | Path | None = None  # a torch-fidelity extractor's weights file
     n_samples: int = 1000
     iwae_k: int = 100
     batch_size: int = 500
@@ -249,13 +252,15 @@ class Protocol:
     def weights(self, space: str) -> str | Path | None:
         """The weights of feature space `space` ("classes" or "domains")."""
         if self.extractor != "classifier":
-            return self.inception_weights
+            return self.feature_weights
         return self.classifier if space == "classes" else self.domain_classifier
 
     def space_name(self, space: str) -> str:
-        if self.extractor != "classifier":
-            return self.extractor
-        return "classifier" if space == "classes" else "domain-classifier"
+        """The name tables and charts group by: the extractor, and `domain-` before it for
+        translation's space (another network, or the same one whitened over the domains'
+        images and scored against each domain's own test images)."""
+        name = "classifier" if self.extractor == "classifier" else self.extractor
+        return name if space == "classes" else f"domain-{name}"
 
 
 def evaluate_model(
@@ -364,7 +369,8 @@ def reference_rows(split: Any, protocol: Protocol, device: torch.device | str = 
     g = torch.Generator().manual_seed(0)
     for draw in range(protocol.reference_draws):
         idx = torch.randperm(len(split.train_x), generator=g)[:n]
-        pick = Features(train.features[idx], train.logits[idx])
+        logits = None if train.logits is None else train.logits[idx]
+        pick = Features(train.features[idx], logits)
         row = quality(pick, test, train, None, protocol.kid_subset_size, protocol.n_boot, draw)
         rows[protocol.space_name("classes")].append({**row, "copy_rate": copies})
     d = split.domains

@@ -17,7 +17,7 @@ import click
 
 from gen.data import dataset_id
 from gen.registry import check_data, model_class
-from pipeline import provenance, stages, store_check, tracking
+from pipeline import stages, store_check, tracking
 from pipeline.errors import ReportError
 from pipeline.params import Params
 from pipeline.report import build_report
@@ -109,6 +109,7 @@ def _preflight(p: Params, names: list[str], seeds: list[int]) -> None:
             "`git config user.name ...` and `git config user.email ...` first"
         )
     store_check.check_store(tracking.tracking_uri())
+    stages.eval_protocol(p)  # the feature extractor's weights file, if it needs one
 
 
 def _ruler_and_data_row(p: Params, dataset: str, timings: Timings) -> dict[str, str]:
@@ -119,9 +120,7 @@ def _ruler_and_data_row(p: Params, dataset: str, timings: Timings) -> dict[str, 
     click.echo("==> dvc repro reference (data, classifier, data row)", err=True)
     if dvc("repro", "reference").returncode:
         raise click.ClickException("preparing the data, classifier or data row failed")
-    fp = provenance.fingerprint(
-        p.raw.get("data", {}), p.raw.get("eval", {}), stages.PREPARED, stages.CLASSIFIERS
-    )
+    fp = stages.fingerprint(p)
     if not _data_row(dataset, fp["protocol"]):  # the stage was cached but the run is gone
         if dvc("repro", "--force", "--single-item", "reference").returncode:
             raise click.ClickException("scoring the data row failed")

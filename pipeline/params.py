@@ -17,10 +17,13 @@ from gen.config import (
     checked,
     from_dict,
     in_range,
+    one_of,
     positive,
     require,
 )
 from gen.data import DataConfig
+from gen.features import EXTRACTORS
+from gen.metrics import INCEPTION_EXTRACTOR
 from gen.registry import MODELS, all_models, check_data, model_class
 from gen.trainer import TrainOptions
 
@@ -126,8 +129,12 @@ class EvalSettings:
     n_samples: int = checked(
         1000, in_range(2, MAX_SAMPLES, note="FID is usually reported at 50000")
     )
-    feature_extractor: Literal["classifier", "inception-v3-compat"] = "classifier"
-    inception_weights: str | None = None  # local path to torch-fidelity's Inception weights
+    # classifier | inception-v3-compat | dinov2-vit-{s,b,l,g}-14-local (gen/features.py)
+    feature_extractor: str = checked("classifier", one_of(EXTRACTORS))
+    # Local weights file of any extractor but the classifier (DINOv2: the official
+    # dinov2_vit*14_pretrain.pth; null: torch.hub's cache for DINOv2, a download for Inception).
+    feature_weights: str | None = None
+    inception_weights: str | None = None  # the older key for inception-v3-compat's file
     iwae_k: int = checked(100, at_least(1))
     batch_size: int = checked(500, positive(name=KEY_ONLY))
     # Capped at the smaller of the two sets.
@@ -136,6 +143,23 @@ class EvalSettings:
     n_boot: int = checked(20, at_least(2))
     # Draws of real training images for the `data` row.
     reference_draws: int = checked(5, at_least(1))
+
+    def validate(self, section: str = "eval") -> None:
+        require(
+            not (self.feature_weights and self.inception_weights)
+            or self.feature_weights == self.inception_weights,
+            f"{section}.feature_weights and {section}.inception_weights name different files; "
+            f"keep one ({section}.feature_weights)",
+        )
+
+    def weights(self) -> str | None:
+        """The weights file given for the feature extractor (None for the classifier, whose
+        weights the classifier stage makes)."""
+        if self.feature_extractor == "classifier":
+            return None
+        if self.feature_extractor == INCEPTION_EXTRACTOR:
+            return self.feature_weights or self.inception_weights
+        return self.feature_weights
 
 
 @dataclass

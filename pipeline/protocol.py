@@ -55,9 +55,8 @@ def export(p: Params, path: Path) -> dict[str, Any]:
     if split.domains is not None:
         k = split.meta.n_classes * len(split.domains.names)
         rulers["domains"] = _ruler(stages.DOMAIN_CLASSIFIER, k)
-    fp = provenance.fingerprint(
-        p.raw.get("data") or {}, p.raw.get("eval") or {}, stages.PREPARED, stages.CLASSIFIERS
-    )
+    protocol = stages.eval_protocol(p)
+    fp = stages.fingerprint(p, protocol)
     named = {f"{space}.pt": ckpt for space, ckpt in rulers.items()}
     if provenance.rulers_hash(named) != fp["protocol.classifier"]:
         raise ProtocolError(
@@ -66,7 +65,6 @@ def export(p: Params, path: Path) -> dict[str, Any]:
         )
     if split.val_x is None:
         raise ProtocolError(f"{stages.PREPARED} has no validation split; run `genbench prepare`")
-    protocol = stages._protocol(p)
     device = pick_device(p.train.device)
     features = {
         name: extract(

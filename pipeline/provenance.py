@@ -20,8 +20,10 @@ from gen import registry
 GEN = Path(__file__).resolve().parents[1] / "gen"
 # The code that scores samples: an edited metric is another protocol, like another eval param.
 SCORING = [GEN / "evaluation.py", GEN / "features.py", GEN / "metrics.py", GEN / "classifier.py"]
-# eval params that change how samples are scored (batch_size only changes the speed)
-EVAL_KEYS_IGNORED = ("batch_size",)
+SCORING += [GEN / "dinov2.py"]
+# eval params that change how samples are scored: not batch_size (only the speed), nor where a
+# weights file lies on this machine (the file's own hash, protocol.feature_weights, stands in)
+EVAL_KEYS_IGNORED = ("batch_size", "feature_weights", "inception_weights")
 
 
 def _digest(parts: list[bytes]) -> str:
@@ -99,6 +101,16 @@ def rulers_hash(rulers: dict[str, dict[str, Any]]) -> str:
     return _digest(parts)[:16]
 
 
+def file_hash(path: Path) -> str:
+    """sha256 of a file's bytes (a feature extractor's weights: 88 MB to 4.5 GB), read in 1 MB
+    pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            h.update(piece)
+    return h.hexdigest()[:16]
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -107,22 +119,36 @@ def _version(package: str) -> str:
 
 
 def fingerprint(
-    data: dict[str, Any], eval_params: dict[str, Any], prepared: Path, classifiers: Path
+    data: dict[str, Any],
+    eval_params: dict[str, Any],
+    prepared: Path,
+    classifiers: Path,
+    feature_weights: Path | None = None,
 ) -> dict[str, str]:
-    """The protocol's parts and their joint fingerprint, as MLflow tags (`protocol.*`)."""
-    return fingerprint_of(data, eval_params, split_hash(prepared), classifier_hash(classifiers))
+    """The protocol's parts and their joint fingerprint, as MLflow tags (`protocol.*`).
+    `feature_weights`: the weights file of a torch-fidelity feature extractor (eval params
+    name the extractor; this hash says which weights it had)."""
+    weights = file_hash(feature_weights) if feature_weights else "none"
+    return fingerprint_of(
+        data, eval_params, split_hash(prepared), classifier_hash(classifiers), weights
+    )
 
 
 def fingerprint_of(
-    data: dict[str, Any], eval_params: dict[str, Any], split: str, classifier: str
+    data: dict[str, Any],
+    eval_params: dict[str, Any],
+    split: str,
+    classifier: str,
+    feature_weights: str = "none",
 ) -> dict[str, str]:
-    """`fingerprint` from the split and ruler hashes themselves (a protocol file's), with this
-    installation's scoring code and library versions."""
+    """`fingerprint` from the split, ruler and weights hashes themselves (a protocol file's),
+    with this installation's scoring code and library versions."""
     scoring = {k: v for k, v in sorted((eval_params or {}).items()) if k not in EVAL_KEYS_IGNORED}
     parts = {
         "protocol.data": json.dumps(data or {}, sort_keys=True, default=str),
         "protocol.split": split,
         "protocol.classifier": classifier,
+        "protocol.feature_weights": feature_weights,
         "protocol.eval": json.dumps(scoring, sort_keys=True, default=str),
         "protocol.scoring_code": code_hash_of(SCORING),
         "protocol.torch": torch.__version__.split("+")[0],

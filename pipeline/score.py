@@ -90,11 +90,10 @@ def _from_clone(p: Params) -> Ruler:
     split = load_split(stages.PREPARED)
     if not stages.CLASSIFIER.exists():
         raise UserError(f"no ruler at {stages.CLASSIFIER}: run `genbench classifier` first")
-    fp = provenance.fingerprint(
-        p.raw.get("data", {}), p.raw.get("eval", {}), stages.PREPARED, stages.CLASSIFIERS
-    )
+    protocol = stages.eval_protocol(p)
+    fp = stages.fingerprint(p, protocol)
     source = f"{stages.PREPARED} + {stages.CLASSIFIERS}"
-    return Ruler(dataset_id(p.data), split.meta, stages._protocol(p), fp, split, None, source)
+    return Ruler(dataset_id(p.data), split.meta, protocol, fp, split, None, source)
 
 
 def _from_file(path: Path, stack: ExitStack) -> Ruler:
@@ -110,7 +109,7 @@ def _from_file(path: Path, stack: ExitStack) -> Ruler:
     prot = E.Protocol(
         extractor=pf.info["extractor"],
         classifier=folder / "classes.pt",
-        inception_weights=e.inception_weights,
+        feature_weights=e.weights(),
         n_samples=e.n_samples,
         iwae_k=e.iwae_k,
         batch_size=e.batch_size,
@@ -120,7 +119,11 @@ def _from_file(path: Path, stack: ExitStack) -> Ruler:
     )
     theirs = pf.fingerprint
     fp = provenance.fingerprint_of(
-        pf.info["data"], pf.info["eval"], theirs["protocol.split"], theirs["protocol.classifier"]
+        pf.info["data"],
+        pf.info["eval"],
+        theirs["protocol.split"],
+        theirs["protocol.classifier"],
+        theirs.get("protocol.feature_weights", "none"),
     )
     data = from_dict(DataConfig, "data", pf.info["data"])
     reference = (pf.features["test"], pf.features["train"])

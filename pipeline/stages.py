@@ -7,6 +7,7 @@ File layout (the only place that knows it): data/prepared/, runs/, metrics.json.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -21,6 +22,7 @@ from gen import evaluation as E
 from gen.checkpoint import load_checkpoint, model_from_checkpoint
 from gen.data import Split, dataset_id, load_split, save_split
 from gen.datasets import load
+from gen.features import resolve_weights
 from gen.models.base import count_params
 from gen.trainer import pick_device
 from pipeline import provenance, tracking
@@ -274,13 +276,15 @@ def model_figures(model, split: Split, folder: Path, seed: int) -> list[Path]:
     return made
 
 
-def _protocol(p: Params) -> E.Protocol:
+def eval_protocol(p: Params) -> E.Protocol:
+    """How samples are scored; a feature extractor's weights file is checked here, before
+    any work (a missing DINOv2 file: one line saying which to download and where)."""
     e = p.eval
     return E.Protocol(
         extractor=e.feature_extractor,
         classifier=CLASSIFIER,
         domain_classifier=DOMAIN_CLASSIFIER if DOMAIN_CLASSIFIER.exists() else None,
-        inception_weights=e.inception_weights,
+        feature_weights=resolve_weights(e.feature_extractor, e.weights()),
         n_samples=e.n_samples,
         iwae_k=e.iwae_k,
         batch_size=e.batch_size,
@@ -290,9 +294,15 @@ def _protocol(p: Params) -> E.Protocol:
     )
 
 
-def _fingerprint(p: Params) -> dict[str, str]:
+def fingerprint(p: Params, protocol: E.Protocol | None = None) -> dict[str, str]:
+    """The protocol fingerprint of the data, rulers and eval params (`protocol.*` tags)."""
+    weights = (protocol or eval_protocol(p)).feature_weights
     return provenance.fingerprint(
-        p.raw.get("data", {}), p.raw.get("eval", {}), PREPARED, CLASSIFIERS
+        p.raw.get("data", {}),
+        p.raw.get("eval", {}),
+        PREPARED,
+        CLASSIFIERS,
+        Path(weights) if weights else None,
     )
 
 
@@ -300,7 +310,16 @@ def _numbers(out: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def _stale(run_id: str, out: dict[str, Any]) -> dict[str, float]:
+    """NaN (n/a in the report) for the feature-space figures the run has from an earlier
+    evaluation that this one has not (the Inception score of the classifier's space, when the
+    run is scored again in DINOv2's), so no figure of another space stays in the run."""
+    have = set(tracking.metric_keys(run_id))
+    return {k: math.nan for k in E.SPACE_KEYS if k in have and out.get(k) is None}
+
+
 def evaluate(p: Params) -> dict[str, Any]:
+    protocol = eval_protocol(p)
     use_threads(p)
     split = load_split(PREPARED)
     ckpt = load_checkpoint(CHECKPOINT)
@@ -309,7 +328,7 @@ def evaluate(p: Params) -> dict[str, Any]:
     run_id = _run_id(p, model.family)
     with tracking.failing(run_id):
         saved = torch.load(SAMPLES, weights_only=True)
-        out = E.evaluate_model(model, split, saved, _protocol(p), p.seed, device)
+        out = E.evaluate_model(model, split, saved, protocol, p.seed, device)
         out.update(model=ckpt["name"], dataset=dataset_id(p.data), params=count_params(model))
         out["seed"] = ckpt.get("seed", p.seed)
         out["train_seconds"] = ckpt.get("seconds")
@@ -323,10 +342,10 @@ def evaluate(p: Params) -> dict[str, Any]:
         if CLASSIFIER_METRICS.exists():
             out.update(json.loads(CLASSIFIER_METRICS.read_text()))
         out["sample_images_per_s"] = json.loads(SAMPLE_INFO.read_text())["sample_images_per_s"]
-        fp = _fingerprint(p)
+        fp = fingerprint(p, protocol)
         out["protocol"] = fp["protocol"]
         write_json(METRICS, out)
-        tracking.log_metrics(run_id, _numbers(out))
+        tracking.log_metrics(run_id, {**_stale(run_id, out), **_numbers(out)})
         tracking.set_tags(
             run_id,
             {
@@ -346,11 +365,12 @@ def evaluate(p: Params) -> dict[str, Any]:
 def reference(p: Params) -> dict[str, Any]:
     """The `data` rows: real training images scored like samples, one MLflow run per protocol
     (model `data`), so every report shows the floor beside the models."""
+    protocol = eval_protocol(p)
     use_threads(p)
     split = load_split(PREPARED)
     device = pick_device(p.train.device)
-    rows = E.reference_rows(split, _protocol(p), device)
-    fp = _fingerprint(p)
+    rows = E.reference_rows(split, protocol, device)
+    fp = fingerprint(p, protocol)
     ds = dataset_id(p.data)
     out = {"dataset": ds, "protocol": fp["protocol"], "draws": rows}
     write_json(REFERENCE, out)

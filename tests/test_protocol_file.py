@@ -76,7 +76,7 @@ def test_the_files_features_give_the_same_figures_as_the_data_set(prepared: Path
     out = export(prepared / "mine.pt")
     pf = protocol.load(prepared / "mine.pt")
     p = load_params()
-    split, prot = load_split(stages.PREPARED), stages._protocol(p)
+    split, prot = load_split(stages.PREPARED), stages.eval_protocol(p)
     samples = split.val_x[: p.eval.n_samples]
     local = E.sample_quality(samples, split, prot, seed=0)
     a = extract(samples, split.meta.levels, "classifier", stages.CLASSIFIER, prot.batch_size)

@@ -10,7 +10,16 @@ from gen import stats
 from gen.evaluation import metric
 from pipeline.curves import write_curve
 from pipeline.report.collection import Collected, Curve, safe_name
-from pipeline.report.tables import UNCONDITIONAL, summary
+from pipeline.report.tables import UNCONDITIONAL, by_space, summary
+
+# (label, families, per feature space?, metric key, file stem): the bar charts. A chart of a
+# feature-space figure is drawn once per space, so two spaces never share one.
+CHARTS = [
+    ("bits/dim", UNCONDITIONAL, False, "bpd", "bpd"),
+    ("FID, unconditional models", UNCONDITIONAL, True, "fid", "fid"),
+    ("FID, conditional models", ("conditional",), True, "fid", "fid_conditional"),
+    ("FID, translation", ("translation",), True, "fid", "fid_translation"),
+]
 
 
 def draw_charts(
@@ -19,36 +28,16 @@ def draw_charts(
     """The report's charts drawn into `figs`: (label, file) of each one that has data."""
     df = c.runs
     fam = {m: df[df.model == m].family.iloc[0] for m in order}
-    space = {m: df[df.model == m].feature_extractor.iloc[0] for m in order}
-    wanted = [
-        ("bits/dim", [m for m in order if fam[m] in UNCONDITIONAL], "bpd", None, "bpd.png"),
-        (
-            "FID, unconditional models [classifier]",
-            [m for m in order if fam[m] in UNCONDITIONAL and space[m] == "classifier"],
-            "fid",
-            "classifier",
-            "fid.png",
-        ),
-        (
-            "FID, conditional models [classifier]",
-            [m for m in order if fam[m] == "conditional" and space[m] == "classifier"],
-            "fid",
-            "classifier",
-            "fid_conditional.png",
-        ),
-        (
-            "FID, translation [domain-classifier]",
-            [m for m in order if fam[m] == "translation"],
-            "fid",
-            "domain-classifier",
-            "fid_translation.png",
-        ),
-    ]
     out = []
-    for label, models, key, sp, name in wanted:
-        p = _bar(c, models, key, sp, label, figs / name)
-        if p:
-            out.append((label, p))
+    for label, families, split, key, stem in CHARTS:
+        groups = by_space(df, [m for m in order if fam[m] in families], split)
+        for space, models in groups.items():
+            # one chart per feature space: fid.png, or fid_<space>.png beside another space's
+            name = stem if len(groups) == 1 else f"{stem}_{safe_name(str(space))}"
+            title = f"{label} [{space}]" if space else label
+            p = _bar(c, models, key, space, title, figs / f"{name}.png")
+            if p:
+                out.append((title, p))
     p = _curves(panels, figs / "losses.png")
     if p:
         out.append(("training losses", p))

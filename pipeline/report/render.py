@@ -26,6 +26,29 @@ class Document:
     sections: list[Section]
 
 
+def _feature_space(c: Collected) -> str:
+    """What the feature-space figures were computed in: the data set's classifier, or a
+    torch-fidelity extractor's weights file."""
+    spaces = sorted(set(c.runs.feature_extractor) - {""})
+    own = {"classifier", "domain-classifier"}
+    if set(spaces) <= own:
+        what = "the data set's own classifier (penultimate layer; IS from its logits)"
+    else:
+        weights = c.protocol.get("protocol.feature_weights", "n/a")
+        what = (
+            f"{', '.join(s for s in spaces if s not in own)} (a torch-fidelity extractor; "
+            f"weights file sha256 {weights}, `none`: torch-fidelity's download; grayscale "
+            "images repeated to three channels; IS only where the extractor has class logits)"
+        )
+    return (
+        f"Feature space: {what}, whitened with the training split's mean and covariance "
+        "before FID, KID, precision/recall, density/coverage and copy rate, so KID's cubic "
+        "kernel sees features of order 1 in every direction and real-vs-real KID is about 0. "
+        "Each feature space (translation's: the target domains' images) has its own tables "
+        "and charts."
+    )
+
+
 def header(c: Collected) -> list[str]:
     """The protocol every number below was measured with."""
     p, df = c.protocol, c.runs
@@ -59,13 +82,7 @@ def header(c: Collected) -> list[str]:
         "validation bits/dim (val/bpd, the validation split carved from the training split) "
         "as the curve to choose step counts on."
     )
-    lines.append(
-        "Feature space: the data set's own classifier (penultimate layer; IS from its logits), "
-        "whitened with the training split's mean and covariance before FID, KID, "
-        "precision/recall, density/coverage and copy rate, so KID's cubic kernel sees features "
-        "of order 1 in every direction and real-vs-real KID is about 0. FIDs in another space "
-        "(translation: the (domain, digit) classifier) are in their own table and chart."
-    )
+    lines.append(_feature_space(c))
     if c.excluded:
         lines.append(f"Kept out (another protocol fingerprint): {', '.join(c.excluded)}.")
     if c.failed:

@@ -24,48 +24,51 @@ UNCONDITIONAL = tuple(
     f for f in FAMILIES if any(c.family == f and c.condition is none.KIND for c in MODELS.values())
 ) + (EXTERNAL,)
 SECTION_TITLES = {**FAMILIES, EXTERNAL: "Outside models (genbench score)"}
-# (title, families, feature space tag, metric keys): the report's tables of figures.
+# (title, families, per feature space?, metric keys): the report's tables of figures. A table
+# of feature-space figures is made once per space its models were scored in (the run tag
+# `feature_extractor`: classifier, domain-classifier, dinov2-vit-s-14-local...), so two
+# spaces never share a table; its title names the space.
 TABLES = [
     (
         "Likelihood and sample quality",
         UNCONDITIONAL,
-        "classifier",
+        True,
         ["bpd", "elbo_bpd", "fid", "fid_sd", "kid_mean", "is_mean"],
     ),
     (
         "Fidelity, diversity and memorisation",
         UNCONDITIONAL,
-        "classifier",
+        True,
         ["precision", "recall", "density", "coverage", "copy_rate", "reconstruction_error"]
         + ["code_accuracy"],
     ),
     (
         "Conditional generation",
         ("conditional",),
-        "classifier",
+        True,
         ["condition_accuracy", "patch_error", "fid", "fid_sd", "kid_mean", "precision"]
         + ["recall", "density", "coverage", "copy_rate"],
     ),
     (
         "Image-to-image translation",
         ("translation",),
-        "domain-classifier",
+        True,
         ["label_preservation", "domain_accuracy", "cycle_error", "fid", "kid_mean"]
         + ["precision", "recall", "density", "coverage"],
     ),
     (
         "Cost",
         tuple(FAMILIES),
-        None,
+        False,
         ["train_seconds", "train_images_per_s", "sample_images_per_s", "params"],
     ),
 ]
-# The headline metric of each ranking: (title, families, key, feature space).
+# The headline metric of each ranking: (title, families, key, per feature space?).
 RANKINGS = [
-    ("bits/dim (likelihood models)", UNCONDITIONAL, "bpd", None),
-    ("FID, unconditional models [classifier]", UNCONDITIONAL, "fid", "classifier"),
-    ("FID, conditional models [classifier]", ("conditional",), "fid", "classifier"),
-    ("FID, translation [domain-classifier]", ("translation",), "fid", "domain-classifier"),
+    ("bits/dim (likelihood models)", UNCONDITIONAL, "bpd", False),
+    ("FID, unconditional models", UNCONDITIONAL, "fid", True),
+    ("FID, conditional models", ("conditional",), "fid", True),
+    ("FID, translation", ("translation",), "fid", True),
 ]
 Table = tuple[str, list[str], list[list[str]], list[str]]  # title, header, rows, notes
 Section = tuple[str, list[tuple[str, list[tuple[str, Path]]]]]  # title, [(model, figures)]
@@ -83,40 +86,61 @@ def model_order(df: pd.DataFrame, models: list[str] | None) -> list[str]:
     return [m for _, _, m in keyed]
 
 
+def by_space(df: pd.DataFrame, models: list[str], split: bool) -> dict[str | None, list[str]]:
+    """`models` grouped by the feature space all their runs were scored in (in order of
+    first appearance; a model whose runs disagree is in no group), or one group (None)."""
+    if not split:
+        return {None: models} if models else {}
+    groups: dict[str | None, list[str]] = {}
+    for m in models:
+        spaces = set(df[df.model == m].feature_extractor)
+        if len(spaces) == 1:
+            groups.setdefault(spaces.pop(), []).append(m)
+    return groups
+
+
 def make_tables(c: Collected, order: list[str]) -> list[Table]:
-    """One table per entry of TABLES that has models and values, then the provenance table."""
+    """One table per entry of TABLES and feature space that has models and values, then the
+    provenance table."""
     df, out = c.runs, []
-    for title, families, space, keys in TABLES:
-        models = [m for m in order if df[df.model == m].family.iloc[0] in families]
-        if space is not None:
-            models = [m for m in models if (df[df.model == m].feature_extractor == space).all()]
-        if not models:
-            continue
-        keys = [k for k in keys if df[df.model.isin(models)][k].notna().any()]
-        if not keys:
-            continue
-        head = ["model", "n"] + [metric(k).label for k in keys]
-        body = []
-        ref = c.reference.get(space or "", {})
-        if space is not None and ref:
-            row = [f"{DATA} (real images)", str(len(next(iter(ref.values()))))]
-            row += [cell(stats.summarise(ref.get(k, [])), metric(k).fmt) for k in keys]
-            body.append(row)
-        for m in models:
-            n = int((df.model == m).sum())
-            row = [_label(df, m), str(n)]
-            for k in keys:
-                text = cell(summary(df, m, k), metric(k).fmt)
-                kinds = df[df.model == m].bpd_kind
-                if k == "bpd" and text != "n/a" and kinds.iloc[0] not in ("", "exact"):
-                    text += f" ({kinds.iloc[0]})"
-                row.append(text)
-            body.append(row)
-        where = f" [{space} features]" if space else ""
-        notes = [f"{metric(k).label}: {metric(k).note}" for k in keys if metric(k).note]
-        out.append((title + where, head, body, notes))
+    for title, families, split, keys in TABLES:
+        members = [m for m in order if df[df.model == m].family.iloc[0] in families]
+        for space, models in by_space(df, members, split).items():
+            table = _table(c, title, space, models, keys)
+            if table is not None:
+                out.append(table)
     out.append(_provenance(df, order))
     return out
+
+
+def _table(
+    c: Collected, title: str, space: str | None, models: list[str], keys: list[str]
+) -> Table | None:
+    """One table: the data row of `space` (if any), then a row per model; None if empty."""
+    df = c.runs
+    keys = [k for k in keys if df[df.model.isin(models)][k].notna().any()]
+    if not keys:
+        return None
+    head = ["model", "n"] + [metric(k).label for k in keys]
+    body = []
+    ref = c.reference.get(space or "", {})
+    if space is not None and ref:
+        row = [f"{DATA} (real images)", str(len(next(iter(ref.values()))))]
+        row += [cell(stats.summarise(ref.get(k, [])), metric(k).fmt) for k in keys]
+        body.append(row)
+    for m in models:
+        n = int((df.model == m).sum())
+        row = [_label(df, m), str(n)]
+        for k in keys:
+            text = cell(summary(df, m, k), metric(k).fmt)
+            kinds = df[df.model == m].bpd_kind
+            if k == "bpd" and text != "n/a" and kinds.iloc[0] not in ("", "exact"):
+                text += f" ({kinds.iloc[0]})"
+            row.append(text)
+        body.append(row)
+    where = f" [{space} features]" if space else ""
+    notes = [f"{metric(k).label}: {metric(k).note}" for k in keys if metric(k).note]
+    return (title + where, head, body, notes)
 
 
 def _provenance(df: pd.DataFrame, order: list[str]) -> Table:
@@ -139,25 +163,30 @@ def _provenance(df: pd.DataFrame, order: list[str]) -> Table:
 def make_rankings(c: Collected, order: list[str]) -> list[tuple[str, list[str]]]:
     """Per headline metric: models best first, each pair of neighbours judged by Welch's test."""
     df, out = c.runs, []
-    for title, families, key, space in RANKINGS:
-        models = [m for m in order if df[df.model == m].family.iloc[0] in families]
-        if space is not None:
-            models = [m for m in models if (df[df.model == m].feature_extractor == space).all()]
-        groups = {m: df[df.model == m][key].tolist() for m in models}
-        groups = {m: v for m, v in groups.items() if any(x is not None for x in v)}
-        if len(groups) < 2:
-            continue
-        lower = metric(key).better == "lower"
-        ranked = stats.rank(groups, lower_is_better=lower)
-        lines = []
-        for i, (m, s, comp) in enumerate(ranked, start=1):
-            shown = f"{m} {OUTSIDE_MARK}" if _outside(df, m) else m
-            text = f"{i}. {shown}: {cell(s, metric(key).fmt)} (n={s.n})"
-            if comp is not None:
-                text += f"; {stats.verdict(comp, lower)}"
-            lines.append(text)
-        out.append((title, lines))
+    for title, families, key, split in RANKINGS:
+        members = [m for m in order if df[df.model == m].family.iloc[0] in families]
+        for space, models in by_space(df, members, split).items():
+            lines = _ranking(df, models, key)
+            if lines:
+                out.append((f"{title} [{space}]" if space else title, lines))
     return out
+
+
+def _ranking(df: pd.DataFrame, models: list[str], key: str) -> list[str]:
+    """Models best first by `key`, each judged against the next; empty under two models."""
+    groups = {m: df[df.model == m][key].tolist() for m in models}
+    groups = {m: v for m, v in groups.items() if any(x is not None for x in v)}
+    if len(groups) < 2:
+        return []
+    lower = metric(key).better == "lower"
+    lines = []
+    for i, (m, s, comp) in enumerate(stats.rank(groups, lower_is_better=lower), start=1):
+        shown = f"{m} {OUTSIDE_MARK}" if _outside(df, m) else m
+        text = f"{i}. {shown}: {cell(s, metric(key).fmt)} (n={s.n})"
+        if comp is not None:
+            text += f"; {stats.verdict(comp, lower)}"
+        lines.append(text)
+    return lines
 
 
 def family_sections(
