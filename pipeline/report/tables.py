@@ -144,16 +144,20 @@ def make_rankings(c: Collected, order: list[str]) -> list[tuple[str, list[str]]]
         groups = {m: v for m, v in groups.items() if any(x is not None for x in v)}
         if len(groups) < 2:
             continue
-        lower = metric(key).better == "lower"
-        ranked = stats.rank(groups, lower_is_better=lower)
-        lines = []
-        for i, (m, s, comp) in enumerate(ranked, start=1):
-            text = f"{i}. {m}: {cell(s, metric(key).fmt)} (n={s.n})"
-            if comp is not None:
-                text += f"; {stats.verdict(comp, lower)}"
-            lines.append(text)
-        out.append((title, lines))
+        out.append((title, ranked_lines(groups, key)))
     return out
+
+
+def ranked_lines(groups: dict[str, list], key: str) -> list[str]:
+    """Models best first by their values of `key` over seeds, each judged against the next."""
+    lower = metric(key).better == "lower"
+    lines = []
+    for i, (m, s, comp) in enumerate(stats.rank(groups, lower_is_better=lower), start=1):
+        text = f"{i}. {m}: {cell(s, metric(key).fmt)} (n={s.n})"
+        if comp is not None:
+            text += f"; {stats.verdict(comp, lower)}"
+        lines.append(text)
+    return lines
 
 
 def family_sections(
