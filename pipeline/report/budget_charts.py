@@ -160,7 +160,10 @@ def pareto(panels: list[Panel], path: Path) -> Path:
                 fontsize=8,
                 va="bottom",
             )
-        ax.margins(x=0.2, y=0.1)
+        ax.margins(y=0.1)
+        logs = [math.log10(x) for x in where.values()]
+        span = max(logs) - min(logs)  # room on the right for the labels of the costliest
+        ax.set_xlim(10 ** (min(logs) - 0.1 * span - 0.1), 10 ** (max(logs) + 0.3 * span + 0.15))
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("total training FLOPs (log scale; mean over seeds)", fontsize=9)
         ax.tick_params(labelsize=8)
