@@ -5,8 +5,9 @@ Every number is a summary over training seeds (mean ± sd, a 95% interval, n); a
 with one protocol fingerprint share a table; a ranking says "better" only where Welch's t-test
 over seeds supports it. Columns, formats, directions and notes come from the metric registry.
 
-`collection` reads MLflow, `tables` makes the tables and rankings, `charts` draws, `render`
-writes Markdown and HTML; `build_report` runs them and puts the result in place.
+`collection` reads MLflow, `tables` makes the tables and rankings, `charts` draws, `budget`
+(with `budget_charts`) compares the models at equal training compute, `render` writes Markdown
+and HTML; `build_report` runs them and puts the result in place.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline.errors import ReportError
-from pipeline.report import charts, collection, render, tables
+from pipeline.report import budget, charts, collection, render, tables
 from pipeline.report.collection import collect
 
 __all__ = ["ReportError", "build_report", "collect"]
@@ -53,6 +54,7 @@ def build_report(
             render.notes(c),
             figures,
             tables.family_sections(c, order, per_model),
+            budget.make_section(c, order, figs),
         )
         (stage / "benchmark.md").write_text(render.to_markdown(doc, stage))
         (stage / "benchmark.html").write_text(render.to_html(doc))

@@ -177,6 +177,7 @@ def _rows(runs: pd.DataFrame) -> pd.DataFrame:
         for m in METRICS:
             row[m.key] = _value(r, f"metrics.{m.key}")
         row["exact_test_bpd"] = _value(r, "metrics.exact_test_bpd")
+        row["train_flops"] = _value(r, "metrics.train_flops")  # total, for the budget section
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -8,8 +8,12 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.report.budget import Figure, Ranking
+from pipeline.report.budget import Section as Budget
 from pipeline.report.collection import DATA, Collected
 from pipeline.report.tables import LABELS_MARK, Section, Table
+
+BUDGET_TITLE = "Budget: quality against training compute"
 
 
 @dataclass
@@ -24,6 +28,7 @@ class Document:
     notes: list[str]
     figures: list[tuple[str, Path]]
     sections: list[Section]
+    budget: Budget | None = None
 
 
 def _feature_space(c: Collected) -> str:
@@ -130,11 +135,8 @@ def to_markdown(doc: Document, out_dir: Path) -> str:
     e = _md_escape
     lines = [f"# genbench report: {e(doc.dataset)}", "", f"Generated {doc.now} from MLflow.", ""]
     lines += [e(h) + "\n" for h in doc.header]
-    for title, head, body, table_notes in doc.tables:
-        lines += [f"## {e(title)}", ""]
-        lines += ["| " + " | ".join(e(h) for h in head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(e(c) for c in row) + " |" for row in body] + [""]
-        lines += [f"- {e(n)}" for n in table_notes] + ([""] if table_notes else [])
+    for table in doc.tables:
+        lines += _md_table(table, "##")
     if doc.rankings:
         lines += ["## Rankings", ""]
         for title, items in doc.rankings:
@@ -142,6 +144,8 @@ def to_markdown(doc: Document, out_dir: Path) -> str:
     lines += ["## Notes", ""] + [f"- {e(n)}" for n in doc.notes] + [""]
     for label, p in doc.figures:
         lines += [f"## {e(label)}", "", f"![{e(label)}]({p.relative_to(out_dir).as_posix()})", ""]
+    if doc.budget is not None:
+        lines += _budget_markdown(doc.budget, out_dir)
     for title, members in doc.sections:
         lines += [f"## {e(title)}", ""]
         for model, figs in members:
@@ -168,17 +172,8 @@ def to_html(doc: Document) -> str:
         f"<h1>genbench report: {e(doc.dataset)}</h1><p>Generated {e(doc.now)} from MLflow.</p>",
     ]
     parts += [f"<p>{e(h)}</p>" for h in doc.header]
-    for title, head, body, table_notes in doc.tables:
-        parts.append(f"<h2>{e(title)}</h2><table><tr>")
-        parts.append("".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
-        for row in body:
-            klass = " class='data'" if row[0].startswith(DATA + " ") else ""
-            parts.append(f"<tr{klass}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
-        parts.append("</table>")
-        if table_notes:
-            parts.append(
-                "<ul class='notes'>" + "".join(f"<li>{e(n)}</li>" for n in table_notes) + "</ul>"
-            )
+    for table in doc.tables:
+        parts += _html_table(table, "h2")
     if doc.rankings:
         parts.append("<h2>Rankings</h2>")
         for title, items in doc.rankings:
@@ -188,6 +183,8 @@ def to_html(doc: Document) -> str:
     parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in doc.notes) + "</ul>")
     for label, p in doc.figures:
         parts.append(f"<h2>{e(label)}</h2>{_img(p, label)}")
+    if doc.budget is not None:
+        parts += _budget_html(doc.budget)
     for title, members in doc.sections:
         parts.append(f"<h2>{e(title)}</h2>")
         for model, figs in members:
@@ -200,6 +197,67 @@ def to_html(doc: Document) -> str:
             parts.append("</div>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _md_table(table: Table, level: str) -> list[str]:
+    e = _md_escape
+    title, head, body, table_notes = table
+    lines = [f"{level} {e(title)}", ""]
+    lines += ["| " + " | ".join(e(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(e(c) for c in row) + " |" for row in body] + [""]
+    return lines + [f"- {e(n)}" for n in table_notes] + ([""] if table_notes else [])
+
+
+def _html_table(table: Table, level: str) -> list[str]:
+    e = html.escape
+    title, head, body, table_notes = table
+    parts = [f"<{level}>{e(title)}</{level}><table><tr>"]
+    parts.append("".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
+    for row in body:
+        klass = " class='data'" if row[0].startswith(DATA + " ") else ""
+        parts.append(f"<tr{klass}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+    parts.append("</table>")
+    if table_notes:
+        notes = "".join(f"<li>{e(n)}</li>" for n in table_notes)
+        parts.append(f"<ul class='notes'>{notes}</ul>")
+    return parts
+
+
+def _budget_markdown(budget: Budget, out_dir: Path) -> list[str]:
+    """The budget section: its intro, then each part's text, figures, tables and rankings."""
+    e = _md_escape
+    lines = [f"## {BUDGET_TITLE}", ""] + [e(t) + "\n" for t in budget.intro]
+    for part in budget.parts:
+        lines += [f"### {e(part.title)}", ""]
+        for b in part.blocks:
+            if isinstance(b, str):
+                lines += [e(b), ""]
+            elif isinstance(b, Figure):
+                lines += [f"![{e(b.label)}]({b.path.relative_to(out_dir).as_posix()})", ""]
+            elif isinstance(b, Ranking):
+                lines += [f"#### Ranking: {e(b.title)}", ""] + [e(i) for i in b.lines] + [""]
+            else:
+                lines += _md_table(b, "####")
+    return lines
+
+
+def _budget_html(budget: Budget) -> list[str]:
+    e = html.escape
+    parts = [f"<h2>{BUDGET_TITLE}</h2>"] + [f"<p>{e(t)}</p>" for t in budget.intro]
+    for part in budget.parts:
+        parts.append(f"<h3>{e(part.title)}</h3>")
+        for b in part.blocks:
+            if isinstance(b, str):
+                parts.append(f"<p>{e(b)}</p>")
+            elif isinstance(b, Figure):
+                parts.append(f"<figure>{_img(b.path, b.label)}</figure>")
+            elif isinstance(b, Ranking):
+                parts.append(f"<h4>Ranking: {e(b.title)}</h4><ol>")
+                parts += [f"<li>{e(i.split('. ', 1)[1])}</li>" for i in b.lines]
+                parts.append("</ol>")
+            else:
+                parts += _html_table(b, "h4")
+    return parts
 
 
 def _md_escape(text: str) -> str:

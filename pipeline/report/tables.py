@@ -5,6 +5,7 @@ and titles come from the model classes (gen.models.base.FAMILIES, gen.registry.M
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -178,11 +179,15 @@ def _ranking(df: pd.DataFrame, models: list[str], key: str) -> list[str]:
     groups = {m: v for m, v in groups.items() if any(x is not None for x in v)}
     if len(groups) < 2:
         return []
+    return ranked_lines(groups, key, lambda m: f"{m} {OUTSIDE_MARK}" if _outside(df, m) else m)
+
+
+def ranked_lines(groups: dict[str, list], key: str, label: Callable[[str], str] = str) -> list[str]:
+    """Models best first by their values of `key` over seeds, each judged against the next."""
     lower = metric(key).better == "lower"
     lines = []
     for i, (m, s, comp) in enumerate(stats.rank(groups, lower_is_better=lower), start=1):
-        shown = f"{m} {OUTSIDE_MARK}" if _outside(df, m) else m
-        text = f"{i}. {shown}: {cell(s, metric(key).fmt)} (n={s.n})"
+        text = f"{i}. {label(m)}: {cell(s, metric(key).fmt)} (n={s.n})"
         if comp is not None:
             text += f"; {stats.verdict(comp, lower)}"
         lines.append(text)
