@@ -206,7 +206,9 @@ class RowLSTM(PixelRNN):
 
     # Sampling row i: the LSTM states after row i - 1 do not change while row i is drawn, so
     # they are computed once per row, and each subpixel runs one row step per layer.
-    def row_context(self, above: torch.Tensor, y: torch.Tensor | None) -> RowContext:
+    def row_context(
+        self, above: torch.Tensor, y: torch.Tensor | None, previous: object = None
+    ) -> RowContext:
         """The image rows above the next row that the first layer reads, and every layer's
         LSTM state after the row above (None at the top: zeros)."""
         u = to_unit(above, self.meta.levels)
