@@ -22,11 +22,12 @@ from gen.models.ae import AAE, AE
 from gen.models.base import FAMILIES, GenerativeModel, ModelConfig
 from gen.models.baseline import Baseline
 from gen.models.cyclegan import CycleGAN
+from gen.models.diagonal_bilstm import DiagonalBiLSTM
 from gen.models.gan import DCGAN, GAN
 from gen.models.gated_pixelcnn import GatedPixelCNN
 from gen.models.infogan import InfoGAN
 from gen.models.pixelcnn import PixelCNN
-from gen.models.pixelrnn import DiagonalBiLSTM, RowLSTM
+from gen.models.pixelrnn import RowLSTM
 from gen.models.progan import ProGAN
 from gen.models.puzzlegan import PuzzleGAN
 from gen.models.stargan import StarGAN

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from gen.data import dataset_id
@@ -58,4 +60,7 @@ def print_table(
 
 
 def _cell(value: float | None, width: int) -> str:
-    return f"{value:>{width}.1f}" if value else f"{'n/a':>{width}}"
+    """One decimal, or two significant digits below 1: a slow model's 0.04 img/s is not 0.0."""
+    if not value:
+        return f"{'n/a':>{width}}"
+    return f"{value:>{width}.{max(1, 1 - math.floor(math.log10(value)))}f}"

@@ -12,7 +12,7 @@ import torch
 from gen.config import ConfigError
 from gen.data import DataMeta, to_unit
 from gen.models.autoregressive import RowMaskedConv2d, split_groups
-from gen.models.pixelrnn import skew, unskew
+from gen.models.diagonal_bilstm import skew, unskew
 from gen.nn import channel_groups
 from gen.registry import build
 from gen.trainer import train

@@ -45,3 +45,10 @@ def test_nonsense_sizes_are_refused():
         throughput.measure("pixelcnn", TINY["pixelcnn"], METAS["2-levels"], 8, 0, 4)
     with pytest.raises(ValueError, match="n_sample"):
         throughput.measure("pixelcnn", TINY["pixelcnn"], METAS["2-levels"], 8, 2, -1)
+
+
+def test_the_table_keeps_two_significant_digits_of_a_slow_rate():
+    from pipeline.throughput_table import _cell
+
+    cells = [_cell(v, 8).strip() for v in (1234.56, 7.26, 0.999, 0.0412, 0.00123, None)]
+    assert cells == ["1234.6", "7.3", "1.00", "0.041", "0.0012", "n/a"]

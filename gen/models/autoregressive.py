@@ -111,9 +111,15 @@ class AutoregressiveModel(GenerativeModel):
         """Labels for `sample` when none are given; None for unconditional models."""
         return None
 
-    def row_context(self, above: torch.Tensor, y: torch.Tensor | None) -> object:
+    def row_context(
+        self, above: torch.Tensor, y: torch.Tensor | None, previous: object = None
+    ) -> object:
         """What `row_logits` may reuse for every pixel of the next row, from the rows `above`
-        it (uint8, possibly zero rows); nothing by default."""
+        it (uint8, possibly zero rows); nothing by default.
+
+        `previous` is what it returned for the row above, after that row was drawn (None: start
+        from `above` alone), so a model can carry its work down from row to row.
+        """
         return None
 
     def row_logits(
@@ -121,6 +127,13 @@ class AutoregressiveModel(GenerativeModel):
     ) -> torch.Tensor:
         """Logits (B, C, levels, W) of the last row of `top` (uint8 rows 0..i)."""
         return self.logits(top, y)[..., -1, :]
+
+    def pixel_logits(
+        self, top: torch.Tensor, context: object, j: int, y: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Logits (B, C, levels) of pixel j of the last row of `top`, called once per subpixel in
+        order; by default, that pixel of `row_logits`."""
+        return self.row_logits(top, context, y)[..., j]
 
     @torch.no_grad()
     def sample(
@@ -143,15 +156,17 @@ class AutoregressiveModel(GenerativeModel):
         # any device), copied to the device once: no round trip to the host per subpixel.
         u = torch.rand((h, w, c, n), generator=generator).to(self.device)
         x = torch.zeros(n, c, h, w, dtype=torch.uint8, device=self.device)
+        context = None
         for i in range(h):
             # Row i depends on rows <= i only, so the rows below need not be computed.
             top = x[:, :, : i + 1]
-            context = None if whole_image else self.row_context(x[:, :, :i], y)
+            if not whole_image:
+                context = self.row_context(x[:, :, :i], y, context)
             for j in range(w):
                 for k in range(c):
                     if whole_image:
                         logits = self.logits(x, y)[:, k, :, i, j]
                     else:
-                        logits = self.row_logits(top, context, y)[:, k, :, j]
+                        logits = self.pixel_logits(top, context, j, y)[:, k]
                     top[:, k, i, j] = categorical_from_uniform(logits, u[i, j, k])
         return x

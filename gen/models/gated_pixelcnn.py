@@ -145,7 +145,9 @@ class GatedPixelCNN(AutoregressiveModel):
 
     # Sampling row i: the vertical stack needs rows < i only, once per row; every pixel of the
     # row then runs the horizontal stack on that one row.
-    def row_context(self, above: torch.Tensor, y: torch.Tensor | None) -> list[torch.Tensor]:
+    def row_context(
+        self, above: torch.Tensor, y: torch.Tensor | None, previous: object = None
+    ) -> list[torch.Tensor]:
         """Per layer, the vertical pre-activations of the row above the next row."""
         b, _, i, w = above.shape
         v = to_unit(above, self.meta.levels)

@@ -78,7 +78,9 @@ class PixelCNN(AutoregressiveModel):
     # Sampling row i: the features of the rows above it do not change while row i is drawn, so
     # every layer's input rows above row i are computed once per row (`row_context`), and each
     # subpixel runs the stack on row i alone, beside them (`row_logits`).
-    def row_context(self, above: torch.Tensor, y: torch.Tensor | None) -> list[torch.Tensor]:
+    def row_context(
+        self, above: torch.Tensor, y: torch.Tensor | None, previous: object = None
+    ) -> list[torch.Tensor]:
         """Per layer, the rows of its input above the next row that it reads (its reach).
 
         The stack reads a bounded number of rows up, so only those are computed, and after each
