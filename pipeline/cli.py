@@ -54,8 +54,9 @@ def _add_stage(name: str, function: str, doc: str) -> None:
     @params_option
     @user_errors
     def command(params_path: str) -> None:
-        from pipeline import stages
+        from pipeline import lock, stages
 
+        lock.check_free(f"genbench {name}")
         _print(getattr(stages, function)(load_params(params_path)))
 
 
@@ -68,8 +69,9 @@ for _name, (_function, _doc) in STAGES.items():
 @params_option
 @user_errors
 def classifier_command(params_path: str) -> None:
-    from pipeline import launch, stages
+    from pipeline import launch, lock, stages
 
+    lock.check_free("genbench classifier")
     p = load_params(params_path)  # a bad param is said here, before any process starts
     if stages.ruler_pinned():
         _print(stages.train_classifier(p))
@@ -93,8 +95,9 @@ def classifier_command(params_path: str) -> None:
 @user_errors
 def train_command(params_path: str, nproc: int | None) -> None:
     from gen import distributed
-    from pipeline import launch, train_stage
+    from pipeline import launch, lock, train_stage
 
+    lock.check_free("genbench train")
     p = load_params(params_path)
     if distributed.launched():  # a worker torchrun started: it knows how many there are
         nproc = int(os.environ["WORLD_SIZE"])
@@ -173,10 +176,13 @@ def benchmark_command(
     """One DVC experiment per (model, seed) (`dvc exp run -S model=NAME -S seed=S`) as child
     runs of one MLflow benchmark run, the `data` row, then the report (of every part of the
     benchmark's name finished so far)."""
+    from pipeline import lock
     from pipeline.benchmark import run
 
-    p = load_params(params_path)
-    run(p, params_path, _names(models), _int_list(seeds), jobs, name)
+    # Held before params.yaml is read: a benchmark running here may have edited it.
+    with lock.hold(lock.command_line()):
+        p = load_params(params_path)
+        run(p, params_path, _names(models), _int_list(seeds), jobs, name)
 
 
 @main.command("tracking-server", context_settings={"ignore_unknown_options": True})
