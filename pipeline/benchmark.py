@@ -167,8 +167,7 @@ def _run_experiments(
             t0 = time.perf_counter()
             exp = ["exp", "run", "evaluate", "-S", f"model={name}", "-S", f"seed={seed}"]
             if dvc(*exp, "-n", f"{label}-{stamp}").returncode == 0:
-                info = json.loads(stages.RUN_INFO.read_text())
-                tracking.adopt(info["run_id"], parent, bench_name)
+                _adopt(name, seed, f"{label}-{stamp}", parent, bench_name)
             timings.append((label, time.perf_counter() - t0))
         return
     t0 = time.perf_counter()
@@ -185,9 +184,30 @@ def _run_experiments(
                 click.echo("\n".join(f"    {line}" for line in tail), err=True)
     timings.append((f"{len(planned)} experiments, {jobs} at a time", time.perf_counter() - t0))
     for name, seed in planned:
-        run_id = _experiment_run_id(f"{name}-s{seed}-{stamp}")
-        if run_id is not None and tracking.run_exists(run_id):
-            tracking.adopt(run_id, parent, bench_name)
+        _adopt(name, seed, f"{name}-s{seed}-{stamp}", parent, bench_name)
+
+
+def _adopt(name: str, seed: int, exp_name: str, parent: str, bench_name: str) -> None:
+    """Make the run experiment `exp_name` trained a child of benchmark `parent`. The run id
+    comes from the experiment's own commit (never from the workspace's runs/run.json, which
+    another process may have written since), and a run whose tags do not say the planned
+    model and seed is refused: a mislabelled result must not enter the report."""
+    found = _experiment_run(exp_name)
+    if found is None or not tracking.run_exists(found[0]):
+        return
+    run_id, info = found
+    tags = tracking.run_tags(run_id)
+    trained = (info.get("model"), str(info.get("seed")))
+    tagged = (tags.get("model"), tags.get("seed"))
+    if trained != (name, str(seed)) or tagged != (name, str(seed)):
+        click.echo(
+            f"note: not adopting run {run_id} of experiment {exp_name}: it trained "
+            f"{trained[0]} seed {trained[1]} and is tagged model={tagged[0]} seed={tagged[1]}, "
+            f"but {name} seed {seed} was planned",
+            err=True,
+        )
+        return
+    tracking.adopt(run_id, parent, bench_name)
 
 
 def _temp_experiment(name: str, seed: int, stamp: str, logs: Path) -> tuple[str, int, float, Path]:
@@ -206,14 +226,16 @@ def _temp_experiment(name: str, seed: int, stamp: str, logs: Path) -> tuple[str,
     return label, code, time.perf_counter() - t0, log
 
 
-def _experiment_run_id(exp_name: str) -> str | None:
-    """The MLflow run a `--temp` experiment trained into (its run.json, committed to its ref)."""
+def _experiment_run(exp_name: str) -> tuple[str, dict] | None:
+    """The MLflow run experiment `exp_name` trained into and the rest of its run.json (model,
+    seed), as committed to the experiment's ref; None when there is none."""
     refs = _git("for-each-ref", "--format=%(refname)", "refs/exps").splitlines()
     ref = next((r for r in refs if r.endswith("/" + exp_name)), None)
     text = _git("show", f"{ref}:{stages.RUN_INFO.as_posix()}") if ref else ""
     try:
-        return json.loads(text)["run_id"] if text else None
-    except (ValueError, KeyError):
+        info = json.loads(text) if text else {}
+        return (info["run_id"], info) if info else None
+    except (ValueError, KeyError, TypeError):
         return None
 
 
