@@ -32,7 +32,23 @@ params_option = click.option(
 )
 
 
-@click.group(commands=[models])  # `genbench models`: pipeline/models_command.py
+class Genbench(click.Group):
+    """Every command stops on SIGTERM, SIGINT and SIGHUP alike, with the processes it started,
+    and exits with 128 + the signal's number after one line (`pipeline.signals`)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from pipeline import signals
+
+        with signals.handled():
+            try:
+                return super().invoke(ctx)
+            except signals.Interrupted as stop:
+                signals.CHILDREN.stop(stop.signum)  # those the command did not stop itself
+                click.echo(stop.line(), err=True)
+                raise click.exceptions.Exit(stop.exit_code) from None
+
+
+@click.group(cls=Genbench, commands=[models])  # `genbench models`: pipeline/models_command.py
 def main() -> None:
     """genbench: train, sample and evaluate generative image models side by side."""
 
