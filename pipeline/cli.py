@@ -292,6 +292,7 @@ def preset(name: str | None, run_now: bool) -> None:
     """List the paper-scale presets, or show (and with --run, run) preset NAME."""
     import shlex
 
+    from pipeline import lock
     from pipeline.benchmark import dvc
     from pipeline.presets import available, load_preset
 
@@ -303,8 +304,11 @@ def preset(name: str | None, run_now: bool) -> None:
     pr = load_preset(name)
     cmd = ["dvc", "exp", "run", *pr.set_flags(), "-n", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"]
     click.echo(f"{pr.description}\npublished: {pr.published}\n{shlex.join(cmd)}")
-    if run_now and dvc(*cmd[1:]).returncode:
-        raise click.ClickException(f"preset '{name}' failed (see the output above)")
+    if not run_now:
+        return
+    with lock.hold(lock.command_line()):  # its workspace experiment edits params.yaml
+        if dvc(*cmd[1:]).returncode:
+            raise click.ClickException(f"preset '{name}' failed (see the output above)")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""One `genbench benchmark` per repository at a time. Two at once share the workspace's
-params.yaml, runs/ and metrics.json (and DVC's lock), so both failed and one result was
-mislabelled; the second is now refused with a line naming who holds the repository.
+"""One `genbench benchmark` (or `genbench preset --run`) per repository at a time. Two at
+once share the workspace's params.yaml, runs/ and metrics.json (and DVC's lock), so both
+failed and one result was mislabelled; the second is now refused with a line naming who holds
+the repository.
 
-The lock is `.dvc/tmp/genbench.lock`, held with `flock` for the benchmark's lifetime: the
+The lock is `.dvc/tmp/genbench.lock`, held with `flock` for the command's lifetime: the
 kernel releases it however the process ends (`kill -9` too), so the lock of a dead process is
 simply taken over. The file says who holds it (pid, host, command, start time) and carries a
-token the holder's children inherit (`tracking.LOCK_ENV`): the stages of the benchmark's own
+token the holder's children inherit (`tracking.LOCK_ENV`): the stages of the holder's own
 experiments run, a stage started outside it (`genbench train`, a plain `dvc exp run`) is
 refused while it holds the lock.
 """
@@ -62,7 +63,7 @@ def hold(command: str, root: Path | None = None) -> Iterator[str]:
     children inherit. Raises UserError naming the holder when another process holds it."""
     root = root or Path.cwd()
     if not (root / ".dvc").is_dir():
-        raise UserError("not a DVC repository: run `genbench benchmark` from the repository root")
+        raise UserError(f"not a DVC repository: run `{command}` from the repository root")
     path = root / LOCK
     path.parent.mkdir(exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -75,7 +76,7 @@ def hold(command: str, root: Path | None = None) -> Iterator[str]:
                 if attempt == TRIES - 1:
                     raise UserError(
                         f"this repository is in use by {describe(_read(fd))}: one benchmark "
-                        f"at a time (lock file {path}); wait for it or stop it"
+                        f"or preset run at a time (lock file {path}); wait for it or stop it"
                     ) from None
                 time.sleep(0.1)
         stale = _read(fd)  # a holder that ended without a word (`kill -9`, a power cut)

@@ -216,6 +216,9 @@ def test_a_second_benchmark_is_refused_naming_the_holder(project: Path, monkeypa
         assert "`genbench train` refused" in line and f"pid {os.getpid()}" in line
         with pytest.raises(UserError):
             lock.check_free("genbench sample")
+        # `genbench preset --run` runs a workspace experiment too: it waits its turn.
+        result = CliRunner().invoke(main, ["preset", "pixelcnn-cifar10", "--run"])
+        assert result.exit_code == 2 and "in use by pid" in result.output.splitlines()[-1]
     assert (project / "params.yaml").read_bytes() == params
     assert not (project / "mlflow.db").exists()
     assert (project / lock.LOCK).read_bytes() == b""  # released in order
