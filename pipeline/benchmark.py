@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import click
 
 from gen.data import dataset_id
 from gen.registry import check_data, model_class
-from pipeline import stages, store_check, tracking
+from pipeline import signals, stages, store_check, tracking
 from pipeline.errors import ReportError
 from pipeline.params import Params
 from pipeline.report import build_report
@@ -29,6 +30,7 @@ BENCHMARK_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")  # safe in MLflow filters 
 BENCHMARK_OUTPUTS = ("metrics.json", "dvc.lock", "params.yaml", "runs/", "reports/", "data/")
 
 Timings = list[tuple[str, float]]  # (what, seconds), in the order they ran
+REPRO = "dvc repro reference"
 
 
 def run(
@@ -51,7 +53,7 @@ def run(
         )
     _preflight(p, names, seeds)
     path = Path(params_path)
-    original = path.read_text()
+    original = path.read_bytes()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = name or f"benchmark-{stamp}"
     dataset = dataset_id(p.data)
@@ -73,10 +75,12 @@ def run(
             _apply_params_model(p, planned, stamp)
             failed = _unfinished(dataset, parent, planned)
             tracking.finish(parent, "FAILED" if failed else "FINISHED")
+    except signals.Interrupted as stop:
+        stop.stopped = _stopped(stop.signum, dataset, path, original)
+        raise
     finally:
         os.environ.pop(tracking.PARENT_ENV, None)
-        if path.read_text() != original:
-            path.write_text(original)  # `dvc exp run -S` edits params.yaml in the workspace
+        _put_back(path, original)  # `dvc exp run -S` edits params.yaml in the workspace
     written = _report(dataset, names, name, bool(failed), timings)
     timings.append(("total", time.perf_counter() - t_all))
     _log_timings(dataset, parent, names, timings)
@@ -87,6 +91,36 @@ def run(
             f"{len(failed)} of {len(planned)} experiments did not finish: {', '.join(failed)} "
             "(see the output above; the report lists them as failed)"
         )
+
+
+def _stopped(signum: int, dataset: str, path: Path, original: bytes) -> list[str]:
+    """After a signal: the experiments' process groups ended, every run this benchmark (or a
+    stage of its experiments) left RUNNING marked KILLED, params.yaml put back; what was done,
+    for the one line the command ends with."""
+    done = []
+    stopped = signals.CHILDREN.stop(signum)
+    if stopped:
+        done.append(f"stopped {', '.join(stopped)}")
+    try:  # the runs are tagged with the lock's token (`genbench benchmark` holds the lock)
+        killed = tracking.kill_running(dataset, os.environ.get(tracking.LOCK_ENV, "-"))
+        done.append(f"{killed} run{'' if killed == 1 else 's'} KILLED, none left RUNNING")
+    except Exception as exc:  # the store may be why it was stopped: say so, go on
+        done.append(f"runs not marked KILLED ({' '.join(str(exc).split())[:200]})")
+    if _put_back(path, original):
+        done.append(f"{path} put back as it was")
+    return done
+
+
+def _put_back(path: Path, original: bytes) -> bool:
+    """`path` holding `original` again, byte for byte (written whole, then renamed into
+    place, so a kill cannot leave half of it); whether it had changed."""
+    if path.read_bytes() == original:
+        return False
+    tmp = path.with_name(path.name + ".genbench-tmp")
+    tmp.write_bytes(original)
+    shutil.copymode(path, tmp)
+    tmp.replace(path)
+    return True
 
 
 def _preflight(p: Params, names: list[str], seeds: list[int]) -> None:
@@ -118,11 +152,11 @@ def _ruler_and_data_row(p: Params, dataset: str, timings: Timings) -> dict[str, 
     to create it. Returns the protocol fingerprint."""
     t0 = time.perf_counter()
     click.echo("==> dvc repro reference (data, classifier, data row)", err=True)
-    if dvc("repro", "reference").returncode:
+    if dvc("repro", "reference", label=REPRO).returncode:
         raise click.ClickException("preparing the data, classifier or data row failed")
     fp = stages.fingerprint(p)
     if not _data_row(dataset, fp["protocol"]):  # the stage was cached but the run is gone
-        if dvc("repro", "--force", "--single-item", "reference").returncode:
+        if dvc("repro", "--force", "--single-item", "reference", label=REPRO).returncode:
             raise click.ClickException("scoring the data row failed")
     timings.append(("data + classifier + data row", time.perf_counter() - t0))
     return fp
@@ -165,15 +199,16 @@ def _run_experiments(
             click.echo(f"==> dvc exp run evaluate -S model={name} -S seed={seed}", err=True)
             t0 = time.perf_counter()
             exp = ["exp", "run", "evaluate", "-S", f"model={name}", "-S", f"seed={seed}"]
-            if dvc(*exp, "-n", f"{label}-{stamp}").returncode == 0:
-                info = json.loads(stages.RUN_INFO.read_text())
-                tracking.adopt(info["run_id"], parent, bench_name)
+            if dvc(*exp, "-n", f"{label}-{stamp}", label=label).returncode == 0:
+                _adopt(name, seed, f"{label}-{stamp}", parent, bench_name)
             timings.append((label, time.perf_counter() - t0))
         return
     t0 = time.perf_counter()
     logs = Path(".dvc") / "tmp" / "genbench" / stamp
     logs.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(jobs) as pool:
+    # Not `with`: on a signal it would wait for the workers, which wait for their experiments.
+    pool = ThreadPoolExecutor(jobs)
+    try:
         running = [pool.submit(_temp_experiment, m, s, stamp, logs) for m, s in planned]
         for done in as_completed(running):
             label, code, seconds, log = done.result()
@@ -182,11 +217,34 @@ def _run_experiments(
             if code:
                 tail = log.read_text(errors="replace").strip().splitlines()[-5:]
                 click.echo("\n".join(f"    {line}" for line in tail), err=True)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     timings.append((f"{len(planned)} experiments, {jobs} at a time", time.perf_counter() - t0))
     for name, seed in planned:
-        run_id = _experiment_run_id(f"{name}-s{seed}-{stamp}")
-        if run_id is not None and tracking.run_exists(run_id):
-            tracking.adopt(run_id, parent, bench_name)
+        _adopt(name, seed, f"{name}-s{seed}-{stamp}", parent, bench_name)
+
+
+def _adopt(name: str, seed: int, exp_name: str, parent: str, bench_name: str) -> None:
+    """Make the run experiment `exp_name` trained a child of benchmark `parent`. The run id
+    comes from the experiment's own commit (never from the workspace's runs/run.json, which
+    another process may have written since), and a run whose tags do not say the planned
+    model and seed is refused: a mislabelled result must not enter the report."""
+    found = _experiment_run(exp_name)
+    if found is None or not tracking.run_exists(found[0]):
+        return
+    run_id, info = found
+    tags = tracking.run_tags(run_id)
+    trained = (info.get("model"), str(info.get("seed")))
+    tagged = (tags.get("model"), tags.get("seed"))
+    if trained != (name, str(seed)) or tagged != (name, str(seed)):
+        click.echo(
+            f"note: not adopting run {run_id} of experiment {exp_name}: it trained "
+            f"{trained[0]} seed {trained[1]} and is tagged model={tagged[0]} seed={tagged[1]}, "
+            f"but {name} seed {seed} was planned",
+            err=True,
+        )
+        return
+    tracking.adopt(run_id, parent, bench_name)
 
 
 def _temp_experiment(name: str, seed: int, stamp: str, logs: Path) -> tuple[str, int, float, Path]:
@@ -199,20 +257,22 @@ def _temp_experiment(name: str, seed: int, stamp: str, logs: Path) -> tuple[str,
     t0 = time.perf_counter()
     for _attempt in range(2):  # once more if another experiment held DVC's lock
         with log.open("w") as out:
-            code = dvc(*exp, "-n", f"{label}-{stamp}", log=out).returncode
+            code = dvc(*exp, "-n", f"{label}-{stamp}", log=out, label=label).returncode
         if code == 0 or "lock" not in log.read_text(errors="replace").lower():
             break
     return label, code, time.perf_counter() - t0, log
 
 
-def _experiment_run_id(exp_name: str) -> str | None:
-    """The MLflow run a `--temp` experiment trained into (its run.json, committed to its ref)."""
+def _experiment_run(exp_name: str) -> tuple[str, dict] | None:
+    """The MLflow run experiment `exp_name` trained into and the rest of its run.json (model,
+    seed), as committed to the experiment's ref; None when there is none."""
     refs = _git("for-each-ref", "--format=%(refname)", "refs/exps").splitlines()
     ref = next((r for r in refs if r.endswith("/" + exp_name)), None)
     text = _git("show", f"{ref}:{stages.RUN_INFO.as_posix()}") if ref else ""
     try:
-        return json.loads(text)["run_id"] if text else None
-    except (ValueError, KeyError):
+        info = json.loads(text) if text else {}
+        return (info["run_id"], info) if info else None
+    except (ValueError, KeyError, TypeError):
         return None
 
 
@@ -306,10 +366,28 @@ def _tool_env() -> dict[str, str]:
     return env
 
 
-def dvc(*args: str, log: IO | int | None = None) -> subprocess.CompletedProcess:
-    """`dvc ARGS` with this environment's tools; its output to `log` when given."""
+# `dvc ARGS` as `python -m dvc` runs it, but for SIGINT, which the child starts with blocked
+# (`signals.ProcessGroups.run`). SIGINT is how genbench stops DVC, DVC's own way to stop (it
+# lets its stage end, then puts the workspace back: HEAD, the git index, its refs). One that
+# came while DVC was still importing, with nothing to put back, ends it quietly here instead
+# of with a traceback from inside an import.
+DVC_MAIN = """import signal, sys
+from dvc.cli import main
+if signal.SIGINT in signal.sigpending():
+    sys.exit(128 + signal.SIGINT)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def dvc(*args: str, log: IO | int | None = None, label: str = "") -> subprocess.CompletedProcess:
+    """`dvc ARGS` with this environment's tools, in a process group of its own that a signal
+    to this process stops (`pipeline.signals`); its output to `log` when given."""
     out = {"stdout": log, "stderr": subprocess.STDOUT} if log is not None else {}
-    return subprocess.run([sys.executable, "-m", "dvc", *args], env=_tool_env(), check=False, **out)
+    cmd = [sys.executable, "-c", DVC_MAIN, *args]
+    label = label or f"dvc {' '.join(args[:2])}"
+    code = signals.CHILDREN.run(cmd, label, env=_tool_env(), **out)
+    return subprocess.CompletedProcess(cmd, code)
 
 
 def _git(*args: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from gen.data import dataset_id
-from pipeline import protocol_cmd, tracking
+from pipeline import protocol_cmd, signals, tracking
 from pipeline.errors import ServerError
 from pipeline.models_command import models
 from pipeline.params import load_params
@@ -32,7 +32,7 @@ params_option = click.option(
 )
 
 
-@click.group(commands=[models, *protocol_cmd.COMMANDS])  # models_command.py, protocol_cmd.py
+@click.group(cls=signals.StoppableGroup, commands=[models, *protocol_cmd.COMMANDS])
 def main() -> None:
     """genbench: train, sample and evaluate generative image models side by side."""
 
@@ -54,8 +54,9 @@ def _add_stage(name: str, function: str, doc: str) -> None:
     @params_option
     @user_errors
     def command(params_path: str) -> None:
-        from pipeline import stages
+        from pipeline import lock, stages
 
+        lock.check_free(f"genbench {name}")
         _print(getattr(stages, function)(load_params(params_path)))
 
 
@@ -68,8 +69,9 @@ for _name, (_function, _doc) in STAGES.items():
 @params_option
 @user_errors
 def classifier_command(params_path: str) -> None:
-    from pipeline import launch, stages
+    from pipeline import launch, lock, stages
 
+    lock.check_free("genbench classifier")
     p = load_params(params_path)  # a bad param is said here, before any process starts
     if stages.ruler_pinned() or p.classifier.protocol is not None:  # held, or no training
         _print(stages.train_classifier(p))
@@ -93,8 +95,9 @@ def classifier_command(params_path: str) -> None:
 @user_errors
 def train_command(params_path: str, nproc: int | None) -> None:
     from gen import distributed
-    from pipeline import launch, train_stage
+    from pipeline import launch, lock, train_stage
 
+    lock.check_free("genbench train")
     p = load_params(params_path)
     if distributed.launched():  # a worker torchrun started: it knows how many there are
         nproc = int(os.environ["WORLD_SIZE"])
@@ -173,10 +176,13 @@ def benchmark_command(
     """One DVC experiment per (model, seed) (`dvc exp run -S model=NAME -S seed=S`) as child
     runs of one MLflow benchmark run, the `data` row, then the report (of every part of the
     benchmark's name finished so far)."""
+    from pipeline import lock
     from pipeline.benchmark import run
 
-    p = load_params(params_path)
-    run(p, params_path, _names(models), _int_list(seeds), jobs, name)
+    # Held before params.yaml is read: a benchmark running here may have edited it.
+    with lock.hold(lock.command_line()):
+        p = load_params(params_path)
+        run(p, params_path, _names(models), _int_list(seeds), jobs, name)
 
 
 @main.command("tracking-server", context_settings={"ignore_unknown_options": True})
@@ -270,6 +276,7 @@ def preset(name: str | None, run_now: bool) -> None:
     """List the paper-scale presets, or show (and with --run, run) preset NAME."""
     import shlex
 
+    from pipeline import lock
     from pipeline.benchmark import dvc
     from pipeline.presets import available, load_preset
 
@@ -281,8 +288,11 @@ def preset(name: str | None, run_now: bool) -> None:
     pr = load_preset(name)
     cmd = ["dvc", "exp", "run", *pr.set_flags(), "-n", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"]
     click.echo(f"{pr.description}\npublished: {pr.published}\n{shlex.join(cmd)}")
-    if run_now and dvc(*cmd[1:]).returncode:
-        raise click.ClickException(f"preset '{name}' failed (see the output above)")
+    if not run_now:
+        return
+    with lock.hold(lock.command_line()):  # its workspace experiment edits params.yaml
+        if dvc(*cmd[1:]).returncode:
+            raise click.ClickException(f"preset '{name}' failed (see the output above)")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 
+from pipeline.signals import stop_tree
+
 
 class LaunchError(RuntimeError):
     """Training under torchrun failed: the message is one line for the user."""
@@ -61,8 +63,8 @@ def torchrun(params_path: str, nproc: int, threads: int) -> None:
                 elif not errors and not any(n in line for n in NOISE):
                     sys.stderr.write(line)
                     sys.stderr.flush()
-        except BaseException:  # Ctrl-C or an error here: stop the workers, then say why
-            proc.terminate()
+        except BaseException:  # a signal or an error here: stop torchrun and its workers
+            stop_tree(proc)
             raise
     if proc.returncode:
         raise LaunchError(

@@ -138,6 +138,10 @@ def _create_run(dataset: str, tags: dict[str, str], params: dict[str, Any]) -> s
 PARENT_ENV = "GENBENCH_BENCHMARK_RUN"  # set by `genbench benchmark` for its experiments
 BENCHMARK_TAG = "genbench.benchmark"  # on a benchmark's parent run: its name
 BENCHMARK_NAME_TAG = "genbench.benchmark_name"  # on its child runs: the same name
+# Set by `genbench benchmark` while it holds the repository (`pipeline.lock`); every run made
+# or reopened under it is tagged with it, so a stopped benchmark finds all it left RUNNING.
+LOCK_ENV = "GENBENCH_LOCK"
+LOCK_TAG = "genbench.lock"
 
 
 def start_run(
@@ -162,6 +166,7 @@ def start_run(
         "git_commit": git_commit() or "",
         "mlflow.runName": model if seed is None else f"{model}-s{seed}",
         "mlflow.parentRunId": parent,
+        LOCK_TAG: os.environ.get(LOCK_ENV, ""),
         **(extra_tags or {}),
     }
     return _create_run(dataset, tags, params)
@@ -195,7 +200,23 @@ def run_exists(run_id: str) -> bool:
 
 def reopen(run_id: str) -> None:
     """Mark an interrupted run RUNNING again: the next attempt continues it."""
-    connect().update_run(run_id, status="RUNNING")
+    client = connect()
+    client.update_run(run_id, status="RUNNING")
+    if os.environ.get(LOCK_ENV):
+        client.set_tag(run_id, LOCK_TAG, os.environ[LOCK_ENV])
+
+
+def kill_running(dataset: str, token: str) -> int:
+    """Mark KILLED every RUNNING run made or reopened under lock `token`: what a stopped
+    benchmark and the stages of its experiments leave. Returns how many of its runs are
+    KILLED now (also those a stage marked itself as it stopped)."""
+    runs = search(dataset, f"tags.`{LOCK_TAG}` = '{token}'", finished=False)
+    if runs.empty:
+        return 0
+    for run_id, status in zip(runs.run_id, runs.status, strict=True):
+        if status == "RUNNING":
+            finish(run_id, "KILLED")
+    return int(runs.status.isin(["RUNNING", "KILLED"]).sum())
 
 
 def last_steps(run_id: str) -> dict[str, int]:
@@ -315,6 +336,7 @@ def start_benchmark(dataset: str, name: str, params: dict[str, Any]) -> str:
         "dataset": dataset,
         "git_commit": git_commit() or "",
         "mlflow.runName": name,
+        LOCK_TAG: os.environ.get(LOCK_ENV, ""),
     }
     return _create_run(dataset, tags, params)
 

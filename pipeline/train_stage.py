@@ -75,12 +75,13 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
         for old in (wip, wip.with_suffix(".json")):
             old.unlink(missing_ok=True)
         run_id = tracking.start_run(ds, p.model, model.family, run_params(p), p.seed, made_by)
-        write_json(wip.with_suffix(".json"), {"run_id": run_id})
-        tracking.log_dataset(run_id, ds, made_by["data"], PREPARED.as_posix(), _profile(split))
-        # Attempts at the same model, seed, code and data that were killed with nothing left
-        # to resume: they must not show as RUNNING forever.
-        same = {"model": p.model, "seed": str(p.seed), **made_by}
-        tracking.close_stale(ds, same, keep=run_id)
+        with tracking.failing(run_id):  # a signal from here on marks the new run KILLED
+            write_json(wip.with_suffix(".json"), {"run_id": run_id})
+            tracking.log_dataset(run_id, ds, made_by["data"], PREPARED.as_posix(), _profile(split))
+            # Attempts at the same model, seed, code and data that were killed with nothing
+            # left to resume: they must not show as RUNNING forever.
+            same = {"model": p.model, "seed": str(p.seed), **made_by}
+            tracking.close_stale(ds, same, keep=run_id)
     write_json(RUN_INFO, {"run_id": run_id, "model": p.model, "dataset": ds, "seed": p.seed})
 
     def log(step: int, row: dict[str, float]) -> None:
