@@ -28,6 +28,7 @@ from gen.checkpoint import load_checkpoint, run_identity, same_run, save_checkpo
 from gen.config import ConfigError
 from gen.loss_sums import LossSums
 from gen.models.base import GenerativeModel
+from gen.runtime import deterministic_mode, progress_enabled
 
 Callback = Callable[[int, dict[str, float]], None]
 Validate = Callable[[], dict[str, float]]
@@ -71,32 +72,6 @@ class TrainResult:
     @property
     def images_per_s(self) -> float | None:
         return self.images_seen / self.seconds if self.seconds > 0 and self.images_seen else None
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """'auto' takes CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' requested but CUDA is not available")
-    return torch.device(name)
-
-
-def deterministic_mode() -> None:
-    """Deterministic kernels for this process (same-seed runs are tested to be bit-identical).
-    The settings are process-wide, so calling it again changes nothing; a process calls it
-    before its first CUDA call, the trainer in case its caller did not."""
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    # Deterministic mode also fills every new tensor with NaN, against ops that read memory
-    # they never wrote (bugs: same-seed runs are tested to be bit-identical). The fill cost
-    # 11% of a PixelCNN training step on a CPU, one pass over every allocation.
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    # Deterministic cuBLAS needs this set before the first CUDA call.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-def progress_enabled() -> bool:
-    return os.environ.get("CI", "").lower() not in ("1", "true", "yes")
 
 
 def compiled(loss_of: Callable[..., Any], device: torch.device, world: int) -> Callable[..., Any]:

@@ -22,7 +22,7 @@ from gen.checkpoint import load_checkpoint, model_from_checkpoint
 from gen.data import Split, dataset_id, load_split, save_split
 from gen.datasets import load
 from gen.models.base import count_params
-from gen.trainer import pick_device
+from gen.runtime import pick_device
 from pipeline import provenance, tracking
 from pipeline.params import Params
 

@@ -17,7 +17,8 @@ from gen.checkpoint import resume_step, run_identity
 from gen.data import Split, dataset_id, load_split
 from gen.models.base import count_params
 from gen.registry import build
-from gen.trainer import deterministic_mode, pick_device, train
+from gen.runtime import deterministic_mode, pick_device
+from gen.trainer import train
 from pipeline import provenance, tracking
 from pipeline.curves import write_curve
 from pipeline.params import Params
