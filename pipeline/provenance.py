@@ -19,9 +19,14 @@ from gen import registry
 
 GEN = Path(__file__).resolve().parents[1] / "gen"
 # The code that scores samples: an edited metric is another protocol, like another eval param.
-SCORING = [GEN / "evaluation.py", GEN / "features.py", GEN / "metrics.py", GEN / "classifier.py"]
-# eval params that change how samples are scored (batch_size only changes the speed)
-EVAL_KEYS_IGNORED = ("batch_size",)
+# (quality_curve.py: the validation curve's samples and figures while training)
+SCORING = [
+    GEN / name
+    for name in ("evaluation.py", "features.py", "metrics.py", "classifier.py", "quality_curve.py")
+]
+# eval params that change how samples are scored (batch_size only changes the speed;
+# curve_points which steps get a validation point, not what a point measures)
+EVAL_KEYS_IGNORED = ("batch_size", "curve_points")
 
 
 def _digest(parts: list[bytes]) -> str:

@@ -19,6 +19,7 @@ import torch
 from gen import classifier as clf
 from gen import evaluation as E
 from gen.checkpoint import load_checkpoint, model_from_checkpoint
+from gen.conditions import draw
 from gen.data import Split, dataset_id, load_split, save_split
 from gen.datasets import load
 from gen.models.base import count_params
@@ -205,17 +206,10 @@ def sample(p: Params) -> dict[str, Any]:
         n, bs = p.eval.n_samples, p.eval.batch_size
         conds = model.condition.sampling_conditions(model, split, n, g)
         t0 = time.perf_counter()
-        chunks = []
-        for i in range(0, n, bs):
-            j = min(n, i + bs)
-            if conds is None:
-                chunks.append(model.sample(j - i, g).cpu())
-            else:
-                chunks.append(model.sample(j - i, g, _take(conds.value, i, j, device)).cpu())
+        x = draw(model, n, g, conds, bs, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
-        x = torch.cat(chunks)
         saved = {"images": x}
         if conds is not None:
             fields = ("labels", "sources", "targets", "source_domains")
@@ -233,13 +227,6 @@ def sample(p: Params) -> dict[str, Any]:
             tracking.log_artifact(run_id, path, "figures")
         log_stage_time(run_id, "sample")
         return out
-
-
-def _take(value: Any, i: int, j: int, device: torch.device) -> Any:
-    """Rows i:j of a condition (a tensor or a tuple of tensors), on `device`."""
-    if isinstance(value, tuple):
-        return tuple(_take(v, i, j, device) for v in value)
-    return value[i:j].to(device)
 
 
 def model_figures(model, split: Split, folder: Path, seed: int) -> list[Path]:
@@ -269,7 +256,9 @@ def model_figures(model, split: Split, folder: Path, seed: int) -> list[Path]:
     return made
 
 
-def _protocol(p: Params) -> E.Protocol:
+def eval_protocol(p: Params) -> E.Protocol:
+    """How samples are scored: the `eval:` section and the rulers (the final evaluation, the
+    data row and the train stage's quality curve)."""
     e = p.eval
     return E.Protocol(
         extractor=e.feature_extractor,
@@ -304,12 +293,16 @@ def evaluate(p: Params) -> dict[str, Any]:
     run_id = _run_id(p, model.family)
     with tracking.failing(run_id):
         saved = torch.load(SAMPLES, weights_only=True)
-        out = E.evaluate_model(model, split, saved, _protocol(p), p.seed, device)
+        out = E.evaluate_model(model, split, saved, eval_protocol(p), p.seed, device)
         out.update(model=ckpt["name"], dataset=dataset_id(p.data), params=count_params(model))
         out["seed"] = ckpt.get("seed", p.seed)
         out["train_seconds"] = ckpt.get("seconds")
         seen, seconds = ckpt.get("images_seen"), ckpt.get("seconds")
         out["train_images_per_s"] = seen / seconds if seen and seconds else None
+        # The compute axis (gen/flops.py): what training spent, beside train_seconds.
+        flops, steps = ckpt.get("flops"), ckpt.get("step")
+        out.update(train_flops=flops, train_steps=steps, train_images=seen)
+        out["flops_per_step"] = None if flops is None else flops / steps if steps else 0.0
         vals = [h["val/bpd"] for h in ckpt.get("history", []) if "val/bpd" in h]
         out["val_bpd"] = vals[-1] if vals else None
         exact = split.meta.extra.get("exact_test_bpd")
@@ -344,7 +337,7 @@ def reference(p: Params) -> dict[str, Any]:
     use_threads(p)
     split = load_split(PREPARED)
     device = pick_device(p.train.device)
-    rows = E.reference_rows(split, _protocol(p), device)
+    rows = E.reference_rows(split, eval_protocol(p), device)
     fp = _fingerprint(p)
     ds = dataset_id(p.data)
     out = {"dataset": ds, "protocol": fp["protocol"], "draws": rows}
