@@ -116,7 +116,7 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
             validate=validate,
             compute=True,
             curve=curve,
-            curve_at=curve_at if curve is not None else (),
+            curve_at=curve_at,
         )
         shutil.copyfile(wip, CHECKPOINT)
         summary = {
