@@ -26,11 +26,14 @@ from gen import distributed
 from gen.batches import Batches, on_device
 from gen.checkpoint import load_checkpoint, run_identity, same_run, save_checkpoint
 from gen.config import ConfigError
+from gen.flops import StepFlops
 from gen.loss_sums import LossSums
 from gen.models.base import GenerativeModel
+from gen.runtime import deterministic_mode, progress_enabled
 
 Callback = Callable[[int, dict[str, float]], None]
 Validate = Callable[[], dict[str, float]]
+Curve = Callable[[int], dict[str, float]]
 
 
 @dataclass
@@ -59,6 +62,15 @@ class TrainOptions:
     # mode; `callback(step, row)` gets each logged row of losses and each validation's figures.
     callback: Callback | None = None
     validate: Validate | None = None
+    # The compute axis: the FLOPs of a step counted once (gen/flops.py), and every logged row
+    # gains the run's cumulative `compute/flops`, `compute/images`, `compute/steps` and
+    # `compute/seconds` (rank 0).
+    compute: bool = False
+    # Quality along training: `curve(step)` at the steps `curve_at`, on rank 0, in eval mode,
+    # on a fork of the random state (training draws exactly what it would without it); its
+    # figures go to the history and the callback like validation's.
+    curve: Curve | None = None
+    curve_at: tuple[int, ...] = ()
 
 
 @dataclass
@@ -67,36 +79,12 @@ class TrainResult:
     seconds: float  # wall-clock time spent in gradient steps, summed over resumed sessions
     images_seen: int
     history: list[dict[str, float]] = field(default_factory=list)
+    curve_seconds: float = 0.0  # in `curve`, summed over resumed sessions (not in `seconds`)
+    flops: int | None = None  # of the steps taken, with `compute`
 
     @property
     def images_per_s(self) -> float | None:
         return self.images_seen / self.seconds if self.seconds > 0 and self.images_seen else None
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """'auto' takes CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' requested but CUDA is not available")
-    return torch.device(name)
-
-
-def deterministic_mode() -> None:
-    """Deterministic kernels for this process (same-seed runs are tested to be bit-identical).
-    The settings are process-wide, so calling it again changes nothing; a process calls it
-    before its first CUDA call, the trainer in case its caller did not."""
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    # Deterministic mode also fills every new tensor with NaN, against ops that read memory
-    # they never wrote (bugs: same-seed runs are tested to be bit-identical). The fill cost
-    # 11% of a PixelCNN training step on a CPU, one pass over every allocation.
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    # Deterministic cuBLAS needs this set before the first CUDA call.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-def progress_enabled() -> bool:
-    return os.environ.get("CI", "").lower() not in ("1", "true", "yes")
 
 
 def compiled(loss_of: Callable[..., Any], device: torch.device, world: int) -> Callable[..., Any]:
@@ -118,14 +106,17 @@ def compiled(loss_of: Callable[..., Any], device: torch.device, world: int) -> C
 
 @dataclass(frozen=True)
 class Hook:
-    """Work of the sync point: every `every` steps, and at the last step when `at_end`."""
+    """Work of the sync point: every `every` steps (None: none), at the steps `at`, and at the
+    last step when `at_end`."""
 
-    every: int
+    every: int | None
     run: Callable[[int], None]  # called with the step just taken
     at_end: bool = False
+    at: frozenset[int] = frozenset()
 
     def due(self, step: int, last: int) -> bool:
-        return step % self.every == 0 or (self.at_end and step == last)
+        periodic = self.every is not None and step % self.every == 0
+        return periodic or step in self.at or (self.at_end and step == last)
 
 
 class Trainer:
@@ -171,6 +162,11 @@ class Trainer:
         self.groups = model.param_groups()  # one optimiser per phase, over its parameters
         self.optimisers = {k: torch.optim.Adam(p, **adam) for k, p in self.groups.items()}
         self.batches = self._batches()
+        self.flops: StepFlops | None = None
+        if options.compute and self.rank == 0:  # every step's FLOPs, on one global batch
+            n = self.batches.batch_size
+            y = None if self.train_y is None else self.train_y[:n]
+            self.flops = StepFlops(model, self.train_x[:n], y, cfg.steps)
         # A model fitted in closed form (counting) consumes no batches: its img/s is n/a.
         self.result = TrainResult(steps=0, seconds=fit_seconds, images_seen=0)
         self.identity = run_identity(model, options.seed, options.provenance)
@@ -209,6 +205,8 @@ class Trainer:
         if self.rank == 0:  # the other ranks' copies of the model are not kept
             with torch.no_grad():
                 self.model.finish_training(self.train_x.to(self.device))
+        if self.flops is not None:
+            result.flops = self.flops.through(result.steps)
         if self.options.checkpoint is not None:
             self._save(result.steps)
         return result
@@ -242,13 +240,15 @@ class Trainer:
 
     def _hooks(self) -> list[Hook]:
         """What the sync point does every N steps, in this order: validation (its row goes into
-        the history before the log's), logging, and last the checkpoint, which then holds both.
-        Periodic work of its own (a quality curve, say) is one more hook before the checkpoint."""
+        the history before the log's), logging, the quality curve at its steps, and last the
+        checkpoint, which then holds them all."""
         o = self.options
         hooks: list[Hook] = []
         if self.validate is not None:
             hooks.append(Hook(o.val_every, self._validation, at_end=True))
         hooks.append(Hook(o.log_every, self._log, at_end=True))
+        if o.curve is not None and o.curve_at:
+            hooks.append(Hook(None, self._curve, at=frozenset(o.curve_at)))
         if o.checkpoint is not None:
             hooks.append(Hook(o.checkpoint_every, self._save))
         return hooks
@@ -269,12 +269,41 @@ class Trainer:
         """The loss terms' means over the steps since the last log: a history row, the
         callback (rank 0) and the progress bar."""
         row = self.losses.means(step - self.logged)
+        if self.flops is not None:
+            row.update(self._compute(step))
         self.result.history.append({"step": step, **row})
         if self.callback is not None and self.rank == 0:
             self.callback(step, row)
         self.bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("loss")})
         self.losses.reset()
         self.logged = step
+
+    def _curve(self, step: int) -> None:
+        """The curve's figures at `step` (rank 0), with the compute spent so far unless this
+        step's log row carries it; its seconds are not training's."""
+        if self.rank > 0:
+            return
+        self.model.eval()
+        devices = [self.device] if self.on_cuda else []
+        t0 = time.perf_counter()
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            figures = self.options.curve(step)
+        self.result.curve_seconds += time.perf_counter() - t0
+        self.model.train()
+        if self.flops is not None and self.logged != step:
+            figures = {**figures, **self._compute(step)}
+        self.result.history.append({"step": step, **figures})
+        if self.callback is not None:
+            self.callback(step, figures)
+
+    def _compute(self, step: int) -> dict[str, float]:
+        """What the run has spent through `step`: FLOPs, images read, steps, seconds."""
+        return {
+            "compute/flops": float(self.flops.through(step)),
+            "compute/images": float(self.result.images_seen),
+            "compute/steps": float(step),
+            "compute/seconds": self.result.seconds,
+        }
 
     def _save(self, step: int) -> None:
         payload = self._snapshot()  # in a process group a collective: every rank takes it
@@ -291,9 +320,12 @@ class Trainer:
             "seconds": self.result.seconds,
             "images_seen": self.result.images_seen,
             "history": self.result.history,
+            "curve_seconds": self.result.curve_seconds,
             "batches": self.batches.state(),
             "torch_rng": torch.get_rng_state(),
         }
+        if self.flops is not None:
+            payload["flops"] = self.flops.through(self.result.steps)
         if self.on_cuda and torch.cuda.is_available() and self.world == 1:  # GPU noise
             payload["cuda_rng"] = torch.cuda.get_rng_state_all()
         if self.world > 1:  # every rank's own noise, gathered to rank 0
@@ -326,7 +358,11 @@ class Trainer:
             for i, state in enumerate(ckpt.get("cuda_rng", [])[: torch.cuda.device_count()]):
                 torch.cuda.set_rng_state(state, i)
         self.result = TrainResult(
-            ckpt["step"], ckpt["seconds"], ckpt["images_seen"], ckpt["history"]
+            ckpt["step"],
+            ckpt["seconds"],
+            ckpt["images_seen"],
+            ckpt["history"],
+            ckpt.get("curve_seconds", 0.0),
         )
         return ckpt
 

@@ -143,6 +143,11 @@ class EvalSettings:
     n_boot: int = checked(20, at_least(2))
     # Draws of real training images for the `data` row.
     reference_draws: int = checked(5, at_least(1))
+    # Quality along training (gen/quality_curve.py): points before the last step, each at half
+    # the step of the next (0: no curve), and the samples each point scores against the
+    # validation split (IS's 10 splits need 10).
+    curve_points: int = checked(7, in_range(0, 20))
+    curve_samples: int = checked(200, in_range(10, MAX_SAMPLES))
 
     def validate(self, section: str = "eval") -> None:
         require(

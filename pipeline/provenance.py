@@ -19,11 +19,23 @@ from gen import registry
 
 GEN = Path(__file__).resolve().parents[1] / "gen"
 # The code that scores samples: an edited metric is another protocol, like another eval param.
-SCORING = [GEN / "evaluation.py", GEN / "features.py", GEN / "metrics.py", GEN / "classifier.py"]
-SCORING += [GEN / "dinov2.py"]
+# (quality_curve.py: the validation curve's samples and figures while training; dinov2.py: the
+# DINOv2 network)
+SCORING = [
+    GEN / name
+    for name in (
+        "evaluation.py",
+        "features.py",
+        "metrics.py",
+        "classifier.py",
+        "quality_curve.py",
+        "dinov2.py",
+    )
+]
 # eval params that change how samples are scored: not batch_size (only the speed), nor where a
-# weights file lies on this machine (the file's own hash, protocol.feature_weights, stands in)
-EVAL_KEYS_IGNORED = ("batch_size", "feature_weights", "inception_weights")
+# weights file lies on this machine (the file's own hash, protocol.feature_weights, stands in),
+# nor curve_points (which steps get a validation point, not what a point measures)
+EVAL_KEYS_IGNORED = ("batch_size", "feature_weights", "inception_weights", "curve_points")
 
 
 def _digest(parts: list[bytes]) -> str:

@@ -20,11 +20,12 @@ import torch
 from gen import classifier as clf
 from gen import evaluation as E
 from gen.checkpoint import load_checkpoint, model_from_checkpoint
+from gen.conditions import draw
 from gen.data import Split, dataset_id, load_split, save_split
 from gen.datasets import load
 from gen.features import resolve_weights
 from gen.models.base import count_params
-from gen.trainer import pick_device
+from gen.runtime import pick_device
 from pipeline import provenance, tracking
 from pipeline.params import Params
 
@@ -212,17 +213,10 @@ def sample(p: Params) -> dict[str, Any]:
         n, bs = p.eval.n_samples, p.eval.batch_size
         conds = model.condition.sampling_conditions(model, split, n, g)
         t0 = time.perf_counter()
-        chunks = []
-        for i in range(0, n, bs):
-            j = min(n, i + bs)
-            if conds is None:
-                chunks.append(model.sample(j - i, g).cpu())
-            else:
-                chunks.append(model.sample(j - i, g, _take(conds.value, i, j, device)).cpu())
+        x = draw(model, n, g, conds, bs, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
-        x = torch.cat(chunks)
         saved = {"images": x}
         if conds is not None:
             fields = ("labels", "sources", "targets", "source_domains")
@@ -240,13 +234,6 @@ def sample(p: Params) -> dict[str, Any]:
             tracking.log_artifact(run_id, path, "figures")
         log_stage_time(run_id, "sample")
         return out
-
-
-def _take(value: Any, i: int, j: int, device: torch.device) -> Any:
-    """Rows i:j of a condition (a tensor or a tuple of tensors), on `device`."""
-    if isinstance(value, tuple):
-        return tuple(_take(v, i, j, device) for v in value)
-    return value[i:j].to(device)
 
 
 def model_figures(model, split: Split, folder: Path, seed: int) -> list[Path]:
@@ -277,8 +264,9 @@ def model_figures(model, split: Split, folder: Path, seed: int) -> list[Path]:
 
 
 def eval_protocol(p: Params) -> E.Protocol:
-    """How samples are scored; a feature extractor's weights file is checked here, before
-    any work (a missing DINOv2 file: one line saying which to download and where)."""
+    """How samples are scored: the `eval:` section and the rulers (the final evaluation, the
+    data row and the train stage's quality curve); a feature extractor's weights file is checked
+    here, before any work (a missing DINOv2 file: one line saying which to download and where)."""
     e = p.eval
     return E.Protocol(
         extractor=e.feature_extractor,
@@ -334,6 +322,10 @@ def evaluate(p: Params) -> dict[str, Any]:
         out["train_seconds"] = ckpt.get("seconds")
         seen, seconds = ckpt.get("images_seen"), ckpt.get("seconds")
         out["train_images_per_s"] = seen / seconds if seen and seconds else None
+        # The compute axis (gen/flops.py): what training spent, beside train_seconds.
+        flops, steps = ckpt.get("flops"), ckpt.get("step")
+        out.update(train_flops=flops, train_steps=steps, train_images=seen)
+        out["flops_per_step"] = None if flops is None else flops / steps if steps else 0.0
         vals = [h["val/bpd"] for h in ckpt.get("history", []) if "val/bpd" in h]
         out["val_bpd"] = vals[-1] if vals else None
         exact = split.meta.extra.get("exact_test_bpd")

@@ -15,7 +15,8 @@ import torch
 from gen.data import DataMeta
 from gen.models.base import GenerativeModel, count_params
 from gen.registry import build
-from gen.trainer import TrainOptions, deterministic_mode, pick_device, train
+from gen.runtime import deterministic_mode, pick_device
+from gen.trainer import TrainOptions, train
 
 WARMUP_STEPS = 5  # first steps allocate buffers and pick kernels: not timed
 

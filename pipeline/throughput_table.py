@@ -9,7 +9,7 @@ import click
 
 from gen.data import dataset_id
 from gen.registry import model_class
-from gen.trainer import pick_device
+from gen.runtime import pick_device
 from pipeline.params import Params
 from pipeline.throughput import measure, probe_meta
 from pipeline.user_errors import UserError

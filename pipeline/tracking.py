@@ -237,6 +237,13 @@ def log_metrics(run_id: str, metrics: dict[str, float | None], step: int = 0) ->
         connect().log_batch(run_id, metrics=rows)
 
 
+def log_params(run_id: str, params: dict[str, Any]) -> None:
+    """Params known only once the run has worked (a resumed attempt logs the same values)."""
+    from mlflow.entities import Param
+
+    connect().log_batch(run_id, params=[Param(k, v) for k, v in flatten(params).items()])
+
+
 def log_artifact(run_id: str, path: Path, folder: str | None = None) -> None:
     connect().log_artifact(run_id, str(path), folder)
 

@@ -1,11 +1,16 @@
 """The train stage: train `p.model` and keep its MLflow run straight across attempts (a run
 resumed with its checkpoint, stale attempts closed, each metric point logged once), then write
-the checkpoint and the curves DVC plots. The file layout comes from `pipeline.stages`."""
+the checkpoint and the curves DVC plots. Every run logs its compute (`compute/flops`,
+`compute/images`, `compute/steps`, `compute/seconds`) and its sample quality on the validation
+split along training (`val/fid` ...: gen/quality_curve.py). The file layout comes from
+`pipeline.stages`."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +21,22 @@ from gen import metrics as M
 from gen.checkpoint import resume_step, run_identity
 from gen.data import Split, dataset_id, load_split
 from gen.models.base import count_params
+from gen.quality_curve import ValidationQuality, curve_steps
 from gen.registry import build
-from gen.trainer import deterministic_mode, pick_device, train
+from gen.runtime import deterministic_mode, pick_device
+from gen.trainer import train
 from pipeline import provenance, tracking
-from pipeline.curves import write_curve
+from pipeline.curves import write_curve, write_quality_curve
 from pipeline.params import Params
 from pipeline.stages import (
     CHECKPOINT,
+    CLASSIFIER,
     CURVES,
     PREPARED,
     RUN_INFO,
     RUNS,
     WIP,
+    eval_protocol,
     log_stage_time,
     run_params,
     use_threads,
@@ -60,12 +69,18 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
         **provenance.model_code(p.model),  # a plug-in's package, version and code
     }
     wip = WIP / f"{p.model}.pt"
-    options = p.train.options(p.seed, device, wip, made_by)  # the same on every rank
+    # A checkpoint resumes only with the curve settings it was made with: a curve continues.
+    trained_by = {**made_by, "curve": f"{p.eval.curve_points}x{p.eval.curve_samples}"}
+    options = p.train.options(p.seed, device, wip, trained_by)  # the same on every rank
     validate = _validation(model, split, p.eval.batch_size, device)
     if distributed.rank_and_world()[0] > 0:  # trains in step with rank 0, which writes it all
         train(model, train_x, train_y, options, validate=validate)
         return {}
-    resumes_at = resume_step(wip, run_identity(model, p.seed, made_by))
+    curve_at = curve_steps(model.cfg.steps, p.eval.curve_points) if model.phases else ()
+    t0 = time.perf_counter()
+    curve = _curve(p, model, split, device) if curve_at else None
+    curve_setup = time.perf_counter() - t0  # the validation and training features, once
+    resumes_at = resume_step(wip, run_identity(model, p.seed, trained_by))
     run_id = _resumed_run(wip, resumes_at)
     done: dict[str, int] = {}
     if run_id is not None:  # an interrupted attempt: its run goes on, its curve continues
@@ -85,18 +100,32 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
     write_json(RUN_INFO, {"run_id": run_id, "model": p.model, "dataset": ds, "seed": p.seed})
 
     def log(step: int, row: dict[str, float]) -> None:
-        named = {k if k.startswith("val/") else f"train/{k}": v for k, v in row.items()}
+        named = {
+            k if k.startswith(("val/", "compute/")) else f"train/{k}": v for k, v in row.items()
+        }
         # Points the interrupted attempt logged after its last checkpoint are logged once.
         new = {k: v for k, v in named.items() if step > done.get(k, -1)}
         tracking.log_metrics(run_id, new, step)
 
     with tracking.failing(run_id):  # the wip checkpoint stays: the next attempt resumes from it
-        result = train(model, train_x, train_y, options, callback=log, validate=validate)
+        result = train(
+            model,
+            train_x,
+            train_y,
+            options,
+            callback=log,
+            validate=validate,
+            compute=True,
+            curve=curve,
+            curve_at=curve_at,
+        )
         shutil.copyfile(wip, CHECKPOINT)
         summary = {
             "train_seconds": result.seconds,
             "train_images_per_s": result.images_per_s,
             "train_steps": result.steps,
+            "train_flops": result.flops,
+            "flops_per_step": result.flops / result.steps if result.steps else 0.0,
             "params": count_params(model),
         }
         vals = [h["val/bpd"] for h in result.history if "val/bpd" in h]
@@ -104,6 +133,11 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
             summary["val_bpd"] = vals[-1]
         write_curves(result.history, CURVES)
         tracking.log_metrics(run_id, summary, result.steps)
+        tracking.log_params(run_id, {"flops_per_step": summary["flops_per_step"]})
+        if curve is not None:
+            curve_seconds = curve_setup + result.curve_seconds
+            tracking.log_metrics(run_id, {"time/curves": curve_seconds}, result.steps)
+            _say_curve_cost(curve_seconds, result.seconds, len(curve_at))
         # Unpaired translation normally sees no class labels; the report marks a run that did.
         labels = "yes" if model.uses_labels else "no"
         tags = {"device": str(device), "class_labels": labels, **made_by}
@@ -142,6 +176,28 @@ def _validation(model, split: Split, batch_size: int, device: torch.device):
     return validate
 
 
+def _curve(p: Params, model, split: Split, device: torch.device) -> ValidationQuality | None:
+    """The quality curve of this run, or None (said on stderr) when the ruler is missing: run
+    by hand before `genbench classifier` (DVC runs the classifier stage first)."""
+    if not CLASSIFIER.exists():
+        print(
+            f"no quality curve: the ruler {CLASSIFIER} is missing (`genbench classifier` makes it)",
+            file=sys.stderr,
+        )
+        return None
+    return ValidationQuality(model, split, eval_protocol(p), p.eval.curve_samples, p.seed, device)
+
+
+def _say_curve_cost(seconds: float, train_seconds: float, points: int) -> None:
+    """What the quality curve cost beside training, on stderr (stdout is the stage's JSON)."""
+    share = seconds / train_seconds if train_seconds > 0 else 0.0
+    print(
+        f"quality curve: {points} points, {seconds:.1f} s ({share:.1%} of the "
+        f"{train_seconds:.1f} s of training)",
+        file=sys.stderr,
+    )
+
+
 def _profile(split: Split) -> dict[str, Any]:
     """Split sizes and image shape: what MLflow shows as the dataset's profile."""
     parts = (("train", split.train_x), ("val", split.val_x), ("test", split.test_x))
@@ -149,8 +205,9 @@ def _profile(split: Split) -> dict[str, Any]:
 
 
 def write_curves(history: list[dict[str, float]], folder: Path) -> None:
-    """The training curves as DVC plot files (dvc.yaml declares them): one CSV per loss term
-    and one for validation bits/dim, so `dvc plots diff` compares experiments."""
+    """The training curves as DVC plot files (dvc.yaml declares them): one CSV per loss term,
+    one for validation bits/dim and one of validation quality against compute
+    (`val-quality.csv`), so `dvc plots diff` compares experiments."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -158,3 +215,5 @@ def write_curves(history: list[dict[str, float]], folder: Path) -> None:
     for key in keys:
         points = [(h["step"], h[key]) for h in history if key in h]
         write_curve(folder / f"{key.replace('/', '-')}.csv", points)
+    if any("val/fid" in h for h in history):
+        write_quality_curve(folder / "val-quality.csv", history)

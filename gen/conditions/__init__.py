@@ -93,6 +93,14 @@ class ConditionKind:
         """Conditions for `n` samples, from the held-out splits; None when `sample` needs none."""
         return None
 
+    def curve_conditions(
+        self, model: GenerativeModel, split: Split, n: int, generator: torch.Generator
+    ) -> Conditions | None:
+        """Conditions for `n` samples of the quality curve (gen/quality_curve.py), scored
+        against the validation split while training: drawn from the training split, never from
+        the held-out ones; None when `sample` needs none."""
+        return None
+
     def probe_pairs(
         self, model: GenerativeModel, n: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,6 +141,33 @@ class ConditionKind:
     ) -> dict[str, Any]:
         """The saved samples' quality against the test split, in the classes' feature space."""
         return sample_quality(saved["images"], split, protocol, seed, device)
+
+
+@torch.no_grad()
+def draw(
+    model: GenerativeModel,
+    n: int,
+    generator: torch.Generator,
+    conds: Conditions | None,
+    batch_size: int,
+    device: torch.device | str,
+) -> torch.Tensor:
+    """`n` samples (uint8, on the CPU) in batches, each from its rows of the conditions."""
+    chunks = []
+    for i in range(0, n, batch_size):
+        j = min(n, i + batch_size)
+        if conds is None:
+            chunks.append(model.sample(j - i, generator).cpu())
+        else:
+            chunks.append(model.sample(j - i, generator, rows(conds.value, i, j, device)).cpu())
+    return torch.cat(chunks)
+
+
+def rows(value: Any, i: int, j: int, device: torch.device | str) -> Any:
+    """Rows i:j of a condition (a tensor or a tuple of tensors), on `device`."""
+    if isinstance(value, tuple):
+        return tuple(rows(v, i, j, device) for v in value)
+    return value[i:j].to(device)
 
 
 def model_domains(model: GenerativeModel) -> list[int]:

@@ -50,6 +50,14 @@ class CaptionKind(ConditionKind):
         idx = _cycle(n, len(split.test_x), generator)
         return Conditions(split.test_caption[idx], split.test_y[idx], sources=split.test_x[idx])
 
+    def curve_conditions(
+        self, model: GenerativeModel, split: Split, n: int, generator: torch.Generator
+    ) -> Conditions:
+        """Training captions: the validation images have none of their own."""
+        CAPTIONS.check_split(model.name, split.train_caption is not None)
+        idx = _cycle(n, len(split.train_x), generator)
+        return Conditions(split.train_caption[idx], split.train_y[idx], sources=split.train_x[idx])
+
     def probe_pairs(
         self, model: GenerativeModel, n: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@ domain; the figure shows inputs beside their translations."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,17 @@ if TYPE_CHECKING:
     from gen.models.base import GenerativeModel
 
 DOMAINS = DataKey("domains", "typeset", "typeset, cyclegan_folder, domain_folders or attribute_csv")
+
+
+def data_domain(split: Split) -> int | None:
+    """The domain made of the data set's own training images (typeset domains: 0,
+    `handwritten`), whose held-out images are the validation split; None if none is."""
+    d = split.domains
+    for k in range(len(d.names)):
+        x = d.train_x[d.train_d == k]
+        if x.shape == split.train_x.shape and torch.equal(x, split.train_x):
+            return k
+    return None
 
 
 def domain_names(data: DataConfig) -> list[str] | None:
@@ -94,6 +106,28 @@ class DomainKind(ConditionKind):
         targets = others[row, pick]
         x = d.test_x[idx]
         return Conditions((x, targets), d.test_y[idx], x, targets, source_d)
+
+    def curve_conditions(
+        self, model: GenerativeModel, split: Split, n: int, generator: torch.Generator
+    ) -> Conditions:
+        """Training images of the model's other domains, all translated into the domain whose
+        held-out images the validation split holds (the data set's own: `handwritten` of the
+        typeset domains), so translations are scored like any model's samples (the other
+        domains have no validation images). A model not working on that domain translates
+        training images into its other domains as when sampled, and its figures then also
+        measure how far those domains lie from the data set's images."""
+        DOMAINS.check_split(model.name, split.domains is not None)
+        d, used = split.domains, model_domains(model)
+        own = data_domain(split)
+        if own not in used:
+            as_held_out = replace(d, test_x=d.train_x, test_y=d.train_y, test_d=d.train_d)
+            return self.sampling_conditions(
+                model, replace(split, domains=as_held_out), n, generator
+            )
+        pool = torch.nonzero(torch.isin(d.train_d, torch.tensor(used)) & (d.train_d != own))
+        idx = pool.flatten()[_cycle(n, len(pool), generator)]
+        x, targets = d.train_x[idx], torch.full((len(idx),), own)
+        return Conditions((x, targets), d.train_y[idx], x, targets, d.train_d[idx])
 
     def probe_pairs(
         self, model: GenerativeModel, n: int, generator: torch.Generator

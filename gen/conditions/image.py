@@ -35,6 +35,15 @@ class ImageKind(ConditionKind):
         x = pool_x[idx]
         return Conditions(x, pool_y[idx], sources=x)
 
+    def curve_conditions(
+        self, model: GenerativeModel, split: Split, n: int, generator: torch.Generator
+    ) -> Conditions:
+        """Key patches of training images: completing validation images would score the model
+        against the very images it was given."""
+        idx = _cycle(n, len(split.train_x), generator)
+        x = split.train_x[idx]
+        return Conditions(x, split.train_y[idx], sources=x)
+
     def probe_condition(
         self, model: GenerativeModel, x: torch.Tensor, y: torch.Tensor, n: int, device: torch.device
     ) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -94,6 +95,12 @@ class GenerativeModel(nn.Module):
 
     def begin_step(self, step: int) -> None:
         """Hook run before each training step (0-based), for schedules such as fade-in."""
+
+    def step_kind(self, step: int) -> Hashable:
+        """What decides the work training step `step` does: steps of one kind cost the same
+        FLOPs (gen/flops.py counts one of each). Every step alike unless `begin_step` changes
+        the nets."""
+        return None
 
     def fit_data(self, train_x: torch.Tensor) -> None:
         """Hook run once before gradient steps, for models fitted in closed form (counting)."""

@@ -262,6 +262,12 @@ class ProGAN(AdversarialModel):
             self.alpha.fill_(alpha)
             self._stage, self._alpha = stage, alpha
 
+    def step_kind(self, step: int) -> tuple[int, bool]:
+        """The stage, and whether it is fading in (both resolutions' layers then run)."""
+        cfg = self.cfg
+        stage, alpha = schedule(step, self.n_stages, cfg.stage_steps, cfg.fade_steps)
+        return stage, alpha < 1
+
     @property
     def resolution(self) -> int:
         """The side of the images G makes and D sees now."""
