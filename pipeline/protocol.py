@@ -25,7 +25,7 @@ from gen.config import ConfigError
 from gen.data import load_split
 from gen.features import extract
 from gen.protocol_file import ProtocolError, ProtocolFile
-from gen.trainer import pick_device
+from gen.runtime import pick_device
 from pipeline import provenance, stages, tracking
 from pipeline.params import Params
 

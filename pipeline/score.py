@@ -32,7 +32,7 @@ from gen.data import DataConfig, DataMeta, Split, dataset_id, load_split
 from gen.features import Features, extract
 from gen.outside_samples import SampleError, read_samples
 from gen.registry import MODELS
-from gen.trainer import pick_device
+from gen.runtime import pick_device
 from pipeline import provenance, stages, tracking
 from pipeline.params import EvalSettings, Params, TrainSettings
 from pipeline.report.collection import DATA, EXTERNAL, benchmark_parents
