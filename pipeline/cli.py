@@ -108,7 +108,7 @@ def train_command(params_path: str, nproc: int | None) -> None:
         p.check_nproc()
         if not distributed.launched():  # start the workers: each runs this command again
             try:
-                launch.torchrun(params_path, p.train.nproc, p.train.threads)
+                launch.torchrun(params_path, p.train.nproc, p.train.threads, p.data.name)
             except launch.LaunchError as exc:
                 raise UserError(str(exc)) from None
             return

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 
 from pipeline.signals import stop_tree
 
@@ -28,14 +29,22 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def torchrun(params_path: str, nproc: int, threads: int) -> None:
+def torchrun(params_path: str, nproc: int, threads: int, dataset: str) -> None:
     """Run `genbench train` as `nproc` processes under torchrun and wait for them.
 
     Workers' output passes through as it comes (rank 0's result on stdout, its progress on
     stderr). The first `Error:` line a worker prints is the user's error (every rank raises
     the same one when training diverges); torchrun's own report of the failure that follows
-    it is not shown. Raises LaunchError when torchrun exits non-zero.
+    it is not shown. Raises LaunchError when torchrun exits non-zero. Stopped by a signal, it
+    stops the workers and marks KILLED the run they leave RUNNING (a rank that could not mark it
+    within the grace period, as on a loaded machine).
     """
+    from pipeline import tracking
+
+    # Runs are tagged with the token of the benchmark that holds the repository (which marks
+    # them itself when stopped); a training started on its own tags them with a token of its own.
+    own = not os.environ.get(tracking.LOCK_ENV)
+    token = uuid.uuid4().hex if own else os.environ[tracking.LOCK_ENV]
     cmd = [
         sys.executable,
         "-m",
@@ -50,7 +59,7 @@ def torchrun(params_path: str, nproc: int, threads: int) -> None:
         params_path,
     ]
     # torchrun would set OMP_NUM_THREADS=1 with a warning; each rank uses train.threads.
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), tracking.LOCK_ENV: token}
     errors: list[str] = []
     with subprocess.Popen(
         cmd, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_die_with_parent
@@ -65,6 +74,8 @@ def torchrun(params_path: str, nproc: int, threads: int) -> None:
                     sys.stderr.flush()
         except BaseException:  # a signal or an error here: stop torchrun and its workers
             stop_tree(proc)
+            if own:
+                tracking.kill_running(dataset, token)
             raise
     if proc.returncode:
         raise LaunchError(

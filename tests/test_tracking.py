@@ -57,7 +57,11 @@ def test_the_logged_model_loads_in_a_fresh_process_and_samples(vae_run: str, pre
 
 def test_train_writes_its_curves_as_dvc_plot_files(vae_run: str, prepared: Path):
     curves = prepared / "runs" / "curves"
-    assert sorted(p.name for p in curves.iterdir()) == ["model-loss.csv", "val-bpd.csv"]
+    assert sorted(p.name for p in curves.iterdir()) == [
+        "model-loss.csv",
+        "val-bpd.csv",
+        "val-quality.csv",
+    ]
     lines = (curves / "model-loss.csv").read_text().splitlines()
     assert lines[0] == "step,value" and [ln.split(",")[0] for ln in lines[1:]] == ["2", "4"]
 
