@@ -129,10 +129,11 @@ class EvalSettings:
     n_samples: int = checked(
         1000, in_range(2, MAX_SAMPLES, note="FID is usually reported at 50000")
     )
-    # classifier | inception-v3-compat | dinov2-vit-{s,b,l,g}-14-local (gen/features.py)
+    # classifier | inception-v3-compat | vgg16 | clip-vit-b-32 (and torch-fidelity's other CLIP
+    # names) | dinov2-vit-{s,b,l,g}-14-local (gen/features.py)
     feature_extractor: str = checked("classifier", one_of(EXTRACTORS))
     # Local weights file of any extractor but the classifier (DINOv2: the official
-    # dinov2_vit*14_pretrain.pth; null: torch.hub's cache for DINOv2, a download for Inception).
+    # dinov2_vit*14_pretrain.pth; null: torch.hub's cache for DINOv2, a download for the others).
     feature_weights: str | None = None
     inception_weights: str | None = None  # the older key for inception-v3-compat's file
     iwae_k: int = checked(100, at_least(1))
