@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import ROOT, run, set_params
+from click.testing import CliRunner
+from conftest import ROOT, query, run, set_params
 from PIL import Image
 from test_data import write_idx
 
@@ -26,6 +27,8 @@ from gen.evaluation import Protocol, evaluate_model
 from gen.models.base import count_params
 from gen.registry import MODELS, build
 from gen.trainer import train
+from pipeline import presets
+from pipeline.cli import main
 from pipeline.params import load_params
 from pipeline.presets import SUITES_DIR, available, closest_suite
 from pipeline.report import collection, render
@@ -322,3 +325,26 @@ def test_an_image_folder_takes_the_closest_suite_and_keeps_its_own_data(tmp_path
 def test_an_unknown_suite_is_one_line_naming_the_known_ones():
     with pytest.raises(ValueError, match="--suite='svhn' is not a suite; choose one of: cifar10"):
         load_params(ROOT / "params.yaml", "svhn")
+
+
+@pytest.mark.slow
+def test_a_suite_is_what_the_benchmark_s_stages_read_and_params_yaml_is_put_back(
+    reproduced: Path, tmp_path: Path, monkeypatch
+):
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    recipe = {"description": "tiny", "sized_for": "cpu", "params": {"baseline": {"alpha": 0.25}}}
+    (suites / "tiny.yaml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(presets, "SUITES_DIR", suites)
+    monkeypatch.chdir(reproduced)  # prepare, classifier and reference are done there
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = (reproduced / "params.yaml").read_bytes()
+    args = ["benchmark", "--suite", "tiny", "--models", "baseline", "--seeds", "0", "--jobs", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (reproduced / "params.yaml").read_bytes() == before
+    param = "select p.value from params p join tags t on t.run_uuid = p.run_uuid where "
+    trained = query(reproduced, param + "t.key = 'model' and p.key = 'baseline.alpha'")
+    assert trained == [("0.25",)]  # the experiment's stages read the suite's value
+    assert query(reproduced, param + "t.key = 'mlflow.runName' and p.key = 'suite'") == [("tiny",)]
