@@ -13,6 +13,17 @@ class ConfigError(ValueError):
     """A bad value in params.yaml; a one-line message naming the key and what is allowed."""
 
 
+class DataMismatch(ConfigError):
+    """The data cannot serve a model (its size, captions, domains): no value of the model's
+    own section would help. `benchmark.models: all` leaves such a model out, listing
+    `reason` (short, as in "cyclegan, stargan: the data has no domains"); a model named
+    explicitly is refused with the full message."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 T = TypeVar("T")
 
 
@@ -182,6 +193,12 @@ def require(condition: bool, message: str) -> None:
     """Raise a ConfigError with `message` unless `condition` holds."""
     if not condition:
         raise ConfigError(message)
+
+
+def require_data(condition: bool, message: str, reason: str) -> None:
+    """Raise a DataMismatch (`message`, short `reason`) unless `condition` holds."""
+    if not condition:
+        raise DataMismatch(message, reason)
 
 
 def as_dict(obj: Any) -> dict[str, Any]:

@@ -69,3 +69,15 @@ def sample_categorical(logits: torch.Tensor, generator: torch.Generator | None) 
     """One draw per row of logits (N, L), using a CPU generator for device-independent seeds."""
     probs = torch.softmax(logits.float(), dim=-1).cpu()
     return torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)
+
+
+def halvings(size: int, smallest: int = 4) -> int:
+    """How often `size` halves while staying whole and at least `smallest`: the number of
+    doublings a generator needs from its start size, size / 2**k, up to the image (8 -> 1 from
+    4x4, 28 -> 2 from 7x7, 32 -> 3 from 4x4, an odd size -> 0). Powers of two >= 8 keep the
+    4x4 start DCGAN has always had; other sizes start from their own whole fraction instead of
+    being resized."""
+    k = 0
+    while size % 2 == 0 and size // 2 >= smallest:
+        size, k = size // 2, k + 1
+    return k

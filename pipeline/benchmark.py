@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import IO
 
 import click
+import yaml
 
 from gen.data import dataset_id
-from gen.registry import check_data, model_class
+from gen.registry import model_class
 from pipeline import signals, stages, store_check, tracking
 from pipeline.errors import ReportError
 from pipeline.params import Params
 from pipeline.report import build_report
+from pipeline.selection import check_plan, select
 from pipeline.throughput import step_seconds
 from pipeline.user_errors import UserError
 
@@ -40,18 +42,29 @@ def run(
     seeds: list[int] | None,
     jobs: int | None,
     name: str | None,
+    dry_run: bool = False,
+    **_: object,  # --suite: already in `p`
 ) -> None:
     """Benchmark `names` x `seeds` under the name `name` (default: benchmark-<time>), `jobs`
     experiments at once (a None is the params' benchmark.*); `params_path` is left as it was.
-    Raises if any experiment did not finish, after the report of those that did."""
-    names = names or list(p.benchmark.models)
+    Raises if any experiment did not finish, after the report of those that did. With a
+    recipe (`p.suite`) params.yaml holds its values while the benchmark runs. `dry_run`: say
+    what would run, and what is left out, and stop before anything is touched."""
+    selection = select(p, names)
+    names = selection.models
     seeds = seeds or list(p.benchmark.seeds)
     jobs = jobs or p.benchmark.jobs
     if name is not None and not BENCHMARK_NAME.fullmatch(name):
         raise UserError(
             f"--name={name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-'"
         )
-    _preflight(p, names, seeds)
+    check_plan(p, names, seeds)
+    for line in selection.lines():
+        click.echo(f"==> left out (the data cannot serve them): {line}", err=True)
+    if dry_run:
+        click.echo(selection.plan(seeds, jobs))
+        return
+    _preflight(p)
     path = Path(params_path)
     original = path.read_bytes()
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -61,8 +74,11 @@ def run(
     planned = [(m, s) for s in seeds for m in names]
     t_all = time.perf_counter()
     try:
+        if p.suite is not None:  # every stage and experiment reads the recipe's values
+            path.write_text(yaml.safe_dump(p.raw, sort_keys=False))
         fp = _ruler_and_data_row(p, dataset, timings)
         settings = {"models": ",".join(names), "seeds": ",".join(map(str, seeds))}
+        settings.update(selection.settings(p.suite))
         parent = tracking.start_benchmark(dataset, name, settings)
         tracking.set_tags(parent, fp)
         os.environ[tracking.PARENT_ENV] = parent
@@ -123,18 +139,9 @@ def _put_back(path: Path, original: bytes) -> bool:
     return True
 
 
-def _preflight(p: Params, names: list[str], seeds: list[int]) -> None:
-    """Everything visible before the first experiment: models, their data, the repository and
-    the tracking store. A benchmark that cannot finish must not start."""
-    for name in names:
-        check_data(name, p.model_section(name), p.data)
-        if name not in p.raw:  # a plug-in's: DVC's train stage depends on `${model}`'s section
-            raise UserError(
-                f"params.yaml has no '{name}' section, which DVC's train stage reads; add one "
-                f"(`genbench models {name} >> params.yaml` appends its defaults)"
-            )
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds={','.join(map(str, seeds))} must be distinct integers >= 0")
+def _preflight(p: Params) -> None:
+    """The rest of what is visible before the first experiment (after `check_plan`): the
+    repository and the tracking store. A benchmark that cannot finish must not start."""
     if not Path(".dvc").is_dir():
         raise UserError("not a DVC repository: run `genbench benchmark` from the repository root")
     if not (_git("config", "user.name") and _git("config", "user.email")):

@@ -133,7 +133,7 @@ def report(params_path: str, out_dir: str, benchmark_run: str | None) -> None:
     from pipeline.report import build_report
 
     p = load_params(params_path)
-    md, page = build_report(dataset_id(p.data), Path(out_dir), p.benchmark.models, benchmark_run)
+    md, page = build_report(dataset_id(p.data), Path(out_dir), p.benchmark.listed(), benchmark_run)
     click.echo(f"wrote {md} and {page}")
 
 
@@ -154,9 +154,7 @@ def _int_list(text: str | None) -> list[int] | None:
 @main.command("benchmark")
 @params_option
 @click.option("--models", default=None, help="comma-separated models (default: benchmark.models)")
-@click.option(
-    "--seeds", default=None, help="comma-separated training seeds (default: benchmark.seeds)"
-)
+@click.option("--seeds", default=None, help="comma-separated seeds (default: benchmark.seeds)")
 @click.option(
     "--jobs",
     default=None,
@@ -169,10 +167,12 @@ def _int_list(text: str | None) -> list[int] | None:
     help="the benchmark's name: hosts that run parts of one benchmark against one tracking "
     "server use the same name, and the report merges them (default: benchmark-<time>)",
 )
+@click.option(
+    "--suite", default=None, help="a data set's recipe: digits, mnist, fashion_mnist, cifar10, auto"
+)
+@click.option("--dry-run", is_flag=True, help="say what would run (and what is left out); stop")
 @user_errors
-def benchmark_command(
-    params_path: str, models: str | None, seeds: str | None, jobs: int | None, name: str | None
-) -> None:
+def benchmark_command(params_path: str, models: str | None, seeds: str | None, **opts: Any) -> None:
     """One DVC experiment per (model, seed) (`dvc exp run -S model=NAME -S seed=S`) as child
     runs of one MLflow benchmark run, the `data` row, then the report (of every part of the
     benchmark's name finished so far)."""
@@ -181,8 +181,8 @@ def benchmark_command(
 
     # Held before params.yaml is read: a benchmark running here may have edited it.
     with lock.hold(lock.command_line()):
-        p = load_params(params_path)
-        run(p, params_path, _names(models), _int_list(seeds), jobs, name)
+        p = load_params(params_path, opts["suite"])  # the suite's values over params.yaml's
+        run(p, params_path, _names(models), _int_list(seeds), **opts)
 
 
 @main.command("tracking-server", context_settings={"ignore_unknown_options": True})

@@ -24,8 +24,9 @@ from gen.config import (
 from gen.data import DataConfig
 from gen.features import EXTRACTORS
 from gen.metrics import INCEPTION_EXTRACTOR
-from gen.registry import MODELS, all_models, check_data, model_class
+from gen.registry import all_models, check_data, model_class
 from gen.trainer import TrainOptions
+from pipeline.presets import resolve_suite, suite_values
 
 if TYPE_CHECKING:
     import torch
@@ -168,22 +169,35 @@ class EvalSettings:
         return self.feature_weights
 
 
+ALL = "all"  # benchmark.models: every model the data can serve (pipeline/selection.py)
+
+
 @dataclass
 class BenchmarkSettings:
-    models: list[str] = field(default_factory=lambda: list(MODELS))
+    # `all` or a list of model names (a list is run as written; see pipeline/selection.py).
+    models: Any = ALL
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # training seeds per model
     # Experiments at once (dvc exp run --temp); jobs x threads = cores.
     jobs: int = checked(1, in_range(1, 64))
 
     def validate(self, section: str = "benchmark") -> None:
-        require(len(self.models) > 0, f"{section}.models must name at least one model")
+        if self.models != ALL:
+            require(
+                isinstance(self.models, list) and all(isinstance(m, str) for m in self.models),
+                f"{section}.models={self.models!r} must be all or a list of model names",
+            )
+            require(len(self.models) > 0, f"{section}.models must name at least one model")
         require(len(self.seeds) > 0, f"{section}.seeds must name at least one seed")
         require(
             len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0,
             f"{section}.seeds={self.seeds} must be distinct integers >= 0",
         )
-        for name in self.models:
+        for name in self.listed() or []:
             model_class(name)
+
+    def listed(self) -> list[str] | None:
+        """The models params list; None for all."""
+        return None if self.models == ALL else list(self.models)
 
 
 @dataclass
@@ -196,6 +210,7 @@ class Params:
     train: TrainSettings
     eval: EvalSettings
     benchmark: BenchmarkSettings
+    suite: str | None = None  # the recipe (presets/) merged over params.yaml's values
 
     def model_section(self, name: str | None = None) -> dict[str, Any]:
         return self.raw.get(name or self.model) or {}
@@ -211,8 +226,9 @@ class Params:
         )
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; the model's own section is validated when it is built."""
+def load_params(path: str | Path = "params.yaml", suite: str | None = None) -> Params:
+    """Read and validate params.yaml, with suite `suite`'s values over it (presets/suites/);
+    the model's own section is validated when it is built."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"params file '{path}' not found; run from the repository root")
@@ -225,6 +241,14 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"params file '{path}' is not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"params file '{path}' must be a mapping of sections")
+    if suite is not None:
+        suite = resolve_suite(raw, suite)
+        raw = suite_values(raw, suite)
+    return params_from(raw, suite)
+
+
+def params_from(raw: dict[str, Any], suite: str | None = None) -> Params:
+    """Validated params from the values of a params file (with recipe `suite`'s over them)."""
     model = raw.get("model")
     if not isinstance(model, str):  # the list of models is made only when it is shown
         raise ConfigError(f"params 'model' must be a model name; known: {', '.join(all_models())}")
@@ -243,6 +267,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         train=from_dict(TrainSettings, "train", raw.get("train")),
         eval=from_dict(EvalSettings, "eval", raw.get("eval")),
         benchmark=from_dict(BenchmarkSettings, "benchmark", raw.get("benchmark")),
+        suite=suite,
     )
     # The model's own keys, and whether it can train on this data: before any stage runs.
     check_data(model, params.model_section(), params.data)

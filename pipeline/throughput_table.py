@@ -11,6 +11,7 @@ from gen.data import dataset_id
 from gen.registry import model_class
 from gen.runtime import pick_device
 from pipeline.params import Params
+from pipeline.selection import select
 from pipeline.throughput import measure, probe_meta
 from pipeline.user_errors import UserError
 
@@ -28,9 +29,10 @@ def print_table(
     compile: bool | None,
     channels_last: bool | None,
 ) -> None:
-    """Measure `names` (default: benchmark.models) and print a row as each one finishes; a
-    setting left None is the params' (each model's batch size, train.device, ...)."""
-    names = names or list(p.benchmark.models)
+    """Measure `names` (default: benchmark.models, `all`: those the data can serve) and print
+    a row as each one finishes; a setting left None is the params' (each model's batch size,
+    train.device, ...)."""
+    names = select(p, names).models
     for name in names:
         model_class(name)
     try:

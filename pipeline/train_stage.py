@@ -20,7 +20,7 @@ from gen import distributed
 from gen import metrics as M
 from gen.checkpoint import resume_step, run_identity
 from gen.data import Split, dataset_id, load_split
-from gen.models.base import count_params
+from gen.models.base import GenerativeModel, count_params
 from gen.quality_curve import ValidationQuality, curve_steps
 from gen.registry import build
 from gen.runtime import deterministic_mode, pick_device
@@ -61,6 +61,8 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
     deterministic_mode()  # before this process's first CUDA call
     torch.manual_seed(p.seed)  # building a model draws its initial weights
     model = build(p.model, p.model_section(), split.meta)
+    for key, (asked, used, why) in model.adjusted.items():
+        print(f"note: {p.model}.{key}={asked} rounded up to {used} ({why})", file=sys.stderr)
     ds = dataset_id(p.data)
     train_x, train_y = model.condition.training_data(model, split)
     made_by = {
@@ -89,7 +91,8 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
     else:
         for old in (wip, wip.with_suffix(".json")):
             old.unlink(missing_ok=True)
-        run_id = tracking.start_run(ds, p.model, model.family, run_params(p), p.seed, made_by)
+        params = used_params(run_params(p), p.model, model)
+        run_id = tracking.start_run(ds, p.model, model.family, params, p.seed, made_by)
         with tracking.failing(run_id):  # a signal from here on marks the new run KILLED
             write_json(wip.with_suffix(".json"), {"run_id": run_id})
             tracking.log_dataset(run_id, ds, made_by["data"], PREPARED.as_posix(), _profile(split))
@@ -149,6 +152,21 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
         old.unlink(missing_ok=True)
     log_stage_time(run_id, "train")
     return summary
+
+
+def used_params(params: dict[str, Any], name: str, model: GenerativeModel) -> dict[str, Any]:
+    """The run's params with the values the model was built with where the data changed them
+    (a width rounded up to a multiple of the colour channels), and what was asked for beside
+    them (`adjusted.channels: 64 -> 66 (...)`): the run records the model it trained."""
+    if not model.adjusted:
+        return params
+    used = {key: u for key, (_, u, _) in model.adjusted.items()}
+    return {
+        **params,
+        name: {**params[name], **used},
+        **{f"model.{key}": u for key, u in used.items()},
+        "adjusted": {k: f"{a} -> {u} ({why})" for k, (a, u, why) in model.adjusted.items()},
+    }
 
 
 def _resumed_run(wip: Path, resumes_at: int | None) -> str | None:

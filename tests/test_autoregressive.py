@@ -254,7 +254,8 @@ def test_bad_params_give_a_one_line_config_error(name, key, value, message):
 
 
 @pytest.mark.parametrize("name, key", [("pixelrnn_diag", "hidden"), ("gated_pixelcnn", "channels")])
-def test_width_must_split_into_colour_groups(name, key):
+def test_width_is_rounded_up_to_split_into_colour_groups_and_recorded(name, key):
     meta = DataMeta("tiny", 3, 8, 8, levels=17, n_classes=10)
-    with pytest.raises(ConfigError, match=rf"{name}\.{key}=8 must be a multiple of 3"):
-        build(name, {key: 8}, meta)
+    model = build(name, {key: 8}, meta)
+    assert getattr(model.cfg, key) == 9  # the config it is checkpointed and logged with
+    assert model.adjusted == {key: (8, 9, "a multiple of 3 for 3-channel data")}

@@ -106,7 +106,7 @@ def test_progan_bad_schedule_or_width_is_a_one_line_config_error(override, fragm
     one_line_config_error(lambda: progan(**override), fragment)
 
 
-@pytest.mark.parametrize("h, w", [(12, 12), (8, 16), (2, 2)])
+@pytest.mark.parametrize("h, w", [(8, 16), (2, 2)])
 def test_progan_bad_image_size_is_a_one_line_config_error_naming_it(h, w):
     meta = DataMeta("odd", 1, h, w, levels=17, n_classes=10)
     one_line_config_error(lambda: progan(meta=meta), f"progan cannot take {h}x{w} images")

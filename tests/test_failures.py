@@ -145,10 +145,10 @@ PROBES = [
     ("test fraction", {"data": {"test_fraction": 1.5}}, ["prepare"], "test_fraction", None),
     ("unknown domains", {"data": {"domains": "x"}}, ["prepare"], "domains='x'", None),
     (
-        "progan at 12 px",
-        {"model": "progan", "data": {"image_size": 12}},
+        "stargan without domains",
+        {"model": "stargan", "data": {"domains": "none"}},
         ["prepare"],
-        "12x12",
+        "needs domains",
         None,
     ),
     (
@@ -179,10 +179,10 @@ PROBES = [
     ("--seeds not ints", {}, ["benchmark", "--seeds", "a,b"], "--seeds='a,b'", None),
     ("--seeds repeated", {}, ["benchmark", "--seeds", "1,1"], "must be distinct", None),
     (
-        "--models progan at 12 px",
-        {"data": {"image_size": 12}},
-        ["benchmark", "--models", "vae,progan"],
-        "progan cannot take 12x12",
+        "--models cyclegan without domains",
+        {"data": {"domains": "none"}},
+        ["benchmark", "--models", "vae,cyclegan"],
+        "'cyclegan' needs domains",
         None,
     ),
     ("missing params file", {}, ["train", "--params", "nope.yaml"], "'nope.yaml' not found", None),
@@ -489,10 +489,9 @@ def test_an_attempt_killed_with_nothing_left_to_resume_is_marked_killed(repo: Pa
 
 @pytest.mark.slow
 def test_a_failed_workspace_exp_run_says_it_left_its_edits_in_params_yaml(project: Path):
-    proc = run(
-        [*DVC, "exp", "run", "-S", "model=progan", "-S", "data.image_size=12"], project, check=False
-    )
+    cmd = [*DVC, "exp", "run", "-S", "model=cyclegan", "-S", "data.domains=none"]
+    proc = run(cmd, project, check=False)
     assert proc.returncode != 0
     [line] = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error:")]
-    assert "progan cannot take 12x12" in line and "git checkout params.yaml" in line
+    assert "'cyclegan' needs domains" in line and "git checkout params.yaml" in line
     assert "Traceback" not in proc.stdout + proc.stderr

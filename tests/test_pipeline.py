@@ -176,11 +176,11 @@ def test_unknown_data_set_names_the_allowed_ones(project: Path, monkeypatch):
     assert code == 2 and "imagenet" in line and "mnist" in line and "digits" in line
 
 
-def test_image_size_the_model_cannot_take_fails_before_any_stage(project: Path, monkeypatch):
-    set_params(project, model="dcgan", data={"image_size": 12})
+def test_data_the_model_cannot_take_fails_before_any_stage(project: Path, monkeypatch):
+    set_params(project, model="cyclegan", data={"domains": "none"})
     code, out = _invoke(project, "prepare", monkeypatch=monkeypatch)
     line = _one_line_error(out)
-    assert code == 2 and "12x12" in line and "32x32" in line
+    assert code == 2 and "'cyclegan' needs domains" in line and "data.domains" in line
     assert not (project / "data").exists() and not (project / "runs" / "model.pt").exists()
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from gen.config import ConfigError, from_dict
+from gen.config import DataMismatch, from_dict
 from gen.data import expected_meta
 from gen.evaluation import sample_quality
 
@@ -52,16 +52,18 @@ class DataKey:
 
     def check_params(self, model_name: str, data: DataConfig) -> None:
         if getattr(data, self.key) == "none":
-            raise ConfigError(
+            raise DataMismatch(
                 f"model '{model_name}' needs {self.key} but data.{self.key} is 'none'; set "
-                f"data.{self.key} to {self.fix}"
+                f"data.{self.key} to {self.fix}",
+                f"the data has no {self.key} (data.{self.key}: none)",
             )
 
     def check_split(self, model_name: str, present: bool) -> None:
         if not present:
-            raise ConfigError(
+            raise DataMismatch(
                 f"model '{model_name}' needs {self.key} but the data set has none; set "
-                f"data.{self.key} to {self.fix_missing}"
+                f"data.{self.key} to {self.fix_missing}",
+                f"the data has no {self.key}",
             )
 
 

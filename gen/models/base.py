@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -74,6 +75,21 @@ class GenerativeModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.meta = meta
+        # Config keys the data made the model change: key -> (asked, used, why).
+        self.adjusted: dict[str, tuple[Any, Any, str]] = {}
+
+    def round_up(self, key: str, multiple: int) -> int:
+        """`cfg.<key>` rounded up to a multiple of `multiple`, which the data decides (a masked
+        layer gives each colour channel an equal group of feature maps): the model is built
+        with that value, its config (logged, checkpointed, rebuilt from) holds it, and
+        `adjusted` records what was asked. 64 maps stay 64 for 1-channel data."""
+        asked = getattr(self.cfg, key)
+        used = -(-asked // multiple) * multiple
+        if used != asked:
+            self.cfg = dataclasses.replace(self.cfg, **{key: used})
+            why = f"a multiple of {multiple} for {self.meta.channels}-channel data"
+            self.adjusted[key] = (asked, used, why)
+        return used
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Phase name -> the parameters its optimiser updates."""

@@ -3,7 +3,6 @@ al., 2016), with the seeds' two generator losses and k discriminator steps per g
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gen.capabilities import Capabilities
-from gen.config import ConfigError, Rule, checked, in_half_open, positive, require
+from gen.config import ConfigError, Rule, checked, in_half_open, positive
 from gen.data import DataMeta, from_unit, to_unit
 from gen.models.base import GenerativeModel, ModelConfig, randn
+from gen.nn import halvings
 
-DCGAN_SIZES = (8, 16, 32, 64)
 _SIZES = Rule(  # layer widths
     lambda sizes: len(sizes) > 0 and all(s > 0 for s in sizes),
     "{section}.{key}={value} must be a non-empty list of sizes > 0",
@@ -190,23 +189,24 @@ class GAN(AdversarialModel):
         self.discriminator_net = nn.Sequential(*d)
 
 
-def _dcgan_depth(meta: DataMeta, name: str) -> int:
+def dcgan_start(meta: DataMeta) -> tuple[int, tuple[int, int]]:
+    """The doublings between the nets' smallest map and the image, and that map's size: the
+    image halved while both sides stay whole and at least 4 (8x8 -> 1 from 4x4, 28x28 -> 2
+    from 7x7 as in the classic MNIST DCGAN, 32x32 -> 3 from 4x4; an odd size has no halving).
+    Any size of at least 4 is taken as it is: nothing is resized."""
     _, h, w = meta.shape
-    require(
-        h == w and h in DCGAN_SIZES,
-        f"{name} cannot take {h}x{w} images; allowed sizes: "
-        f"{', '.join(f'{s}x{s}' for s in DCGAN_SIZES)} (set data.image_size)",
-    )
-    return int(math.log2(h)) - 2  # 8x8 -> 1 up/downsampling, 64x64 -> 4
+    k = min(halvings(h), halvings(w))
+    return k, (h // 2**k, w // 2**k)
 
 
-def dcgan_generator(z_dim: int, channels: int, meta: DataMeta, name: str) -> nn.Sequential:
-    """Transposed convs from a (z_dim,) vector to a 4x4 map, then doubling up to the image."""
-    n_up = _dcgan_depth(meta, name)
+def dcgan_generator(z_dim: int, channels: int, meta: DataMeta) -> nn.Sequential:
+    """Transposed convs from a (z_dim,) vector to the start map (`dcgan_start`: 4x4 for 8x8),
+    then doubling up to the image."""
+    n_up, start = dcgan_start(meta)
     g = [channels * 2 ** (n_up - i) for i in range(n_up + 1)]  # e.g. 128, 64 for 8x8
     layers: list[nn.Module] = [
         nn.Unflatten(1, (z_dim, 1, 1)),
-        nn.ConvTranspose2d(z_dim, g[0], 4, 1, 0, bias=False),
+        nn.ConvTranspose2d(z_dim, g[0], start, 1, 0, bias=False),
         nn.BatchNorm2d(g[0]),
         nn.ReLU(),
     ]
@@ -216,11 +216,10 @@ def dcgan_generator(z_dim: int, channels: int, meta: DataMeta, name: str) -> nn.
     return nn.Sequential(*layers)
 
 
-def dcgan_discriminator_body(
-    channels: int, meta: DataMeta, name: str
-) -> tuple[list[nn.Module], int]:
-    """Strided convs from the image down to a 4x4 map: the layers and that map's channels."""
-    n_down = _dcgan_depth(meta, name)
+def dcgan_discriminator_body(channels: int, meta: DataMeta) -> tuple[list[nn.Module], int]:
+    """Strided convs from the image down to the start map (`dcgan_start`: 4x4 for 8x8): the
+    layers and that map's channels."""
+    n_down, _ = dcgan_start(meta)
     d = [channels * 2**i for i in range(n_down + 1)]  # e.g. 64, 128 for 8x8
     layers: list[nn.Module] = [nn.Conv2d(meta.channels, d[0], 3, padding=1), nn.LeakyReLU(0.2)]
     for a, b in zip(d[:-1], d[1:], strict=True):
@@ -236,10 +235,10 @@ class DCGAN(AdversarialModel):
 
     def __init__(self, cfg: GANConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)
-        self.generator_net = dcgan_generator(cfg.z_dim, cfg.g_channels, meta, self.name)
-        body, top = dcgan_discriminator_body(cfg.d_channels, meta, self.name)
+        self.generator_net = dcgan_generator(cfg.z_dim, cfg.g_channels, meta)
+        body, top = dcgan_discriminator_body(cfg.d_channels, meta)
         self.discriminator_net = nn.Sequential(
-            *body, nn.Conv2d(top, 1, 4, 1, 0), nn.Flatten(), nn.Flatten(0)
+            *body, nn.Conv2d(top, 1, dcgan_start(meta)[1], 1, 0), nn.Flatten(), nn.Flatten(0)
         )
         self.apply(dcgan_init)
 

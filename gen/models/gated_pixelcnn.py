@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.config import at_least, checked, odd_at_least, positive, require
+from gen.config import at_least, checked, odd_at_least, positive
 from gen.data import DataMeta, to_unit
 from gen.models.autoregressive import (
     AutoregressiveConfig,
@@ -39,7 +39,7 @@ class GatedPixelCNNConfig(AutoregressiveConfig):
 
     steps: int = 1000
     lr: float = 2e-3
-    # Feature maps of each stack (a multiple of the data's channels).
+    # Feature maps of each stack (rounded up to a multiple of the data's channels).
     channels: int = checked(32, positive())
     layers: int = checked(5, at_least(0))  # gated layers after the first one
     kernel: int = checked(3, odd_at_least(3))  # k of the later layers
@@ -118,11 +118,9 @@ class GatedPixelCNN(AutoregressiveModel):
 
     def __init__(self, cfg: GatedPixelCNNConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)
-        c, ch, lv = meta.channels, cfg.channels, meta.levels
-        require(
-            ch % c == 0,
-            f"gated_pixelcnn.channels={ch} must be a multiple of {c} for {c}-channel data",
-        )
+        c, lv = meta.channels, meta.levels
+        ch = self.round_up("channels", c)
+        cfg = self.cfg
         n_classes = meta.n_classes if cfg.conditional else None
         layer_args = (c, n_classes, cfg.dropout)
         self.layers = nn.ModuleList(

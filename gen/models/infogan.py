@@ -23,6 +23,7 @@ from gen.models.gan import (
     dcgan_discriminator_body,
     dcgan_generator,
     dcgan_init,
+    dcgan_start,
     g_loss,
 )
 
@@ -43,11 +44,12 @@ class InfoGANConfig(GANConfig):
 class InfoDiscriminator(nn.Module):
     """A shared conv body with two heads: D's real/fake logit and Q's code predictions."""
 
-    def __init__(self, cfg: InfoGANConfig, meta: DataMeta, name: str) -> None:
+    def __init__(self, cfg: InfoGANConfig, meta: DataMeta) -> None:
         super().__init__()
-        layers, top = dcgan_discriminator_body(cfg.d_channels, meta, name)
+        layers, top = dcgan_discriminator_body(cfg.d_channels, meta)
         self.body = nn.Sequential(*layers, nn.Flatten())
-        flat = top * 4 * 4
+        h, w = dcgan_start(meta)[1]
+        flat = top * h * w
         self.d_head = nn.Sequential(nn.Linear(flat, 1), nn.Flatten(0))
         self.q_head = nn.Sequential(
             nn.Linear(flat, cfg.q_hidden),
@@ -71,8 +73,8 @@ class InfoGAN(AdversarialModel):
     def __init__(self, cfg: InfoGANConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)
         self.input_dim = cfg.z_dim + cfg.n_categories + cfg.n_continuous
-        self.generator_net = dcgan_generator(self.input_dim, cfg.g_channels, meta, self.name)
-        self.discriminator_net = InfoDiscriminator(cfg, meta, self.name)
+        self.generator_net = dcgan_generator(self.input_dim, cfg.g_channels, meta)
+        self.discriminator_net = InfoDiscriminator(cfg, meta)
         self.apply(dcgan_init)
 
     # ------------------------------------------------------------------------------ codes

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gen.config import at_least, checked, positive, require
+from gen.config import at_least, checked, positive
 from gen.data import DataMeta, to_unit
 from gen.models.autoregressive import AutoregressiveConfig, AutoregressiveModel
 from gen.nn import MaskedConv2d
@@ -16,7 +16,7 @@ from gen.nn import MaskedConv2d
 @dataclass
 class PixelCNNConfig(AutoregressiveConfig):
     steps: int = 3000
-    # Hidden feature maps (a multiple of the data's channels).
+    # Hidden feature maps (rounded up to a multiple of twice the data's channels).
     channels: int = checked(64, positive())
     # Residual blocks with mask-B 3x3 convolutions after the first 7x7 mask-A one.
     layers: int = checked(5, at_least(0))
@@ -53,11 +53,9 @@ class PixelCNN(AutoregressiveModel):
 
     def __init__(self, cfg: PixelCNNConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)
-        c, ch, lv = meta.channels, cfg.channels, meta.levels
-        require(
-            ch % (2 * c) == 0,
-            f"pixelcnn.channels={ch} must be a multiple of {2 * c} for {c}-channel data",
-        )
+        c, lv = meta.channels, meta.levels
+        ch = self.round_up("channels", 2 * c)  # halved in each block, then split by colour
+        cfg = self.cfg
         self.net = nn.Sequential(
             MaskedConv2d(c, ch, cfg.first_kernel, "A", c),
             *[_ResidualBlock(ch, c, cfg.dropout) for _ in range(cfg.layers)],

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.config import at_least, checked, odd_at_least, positive, require
+from gen.config import at_least, checked, odd_at_least, positive
 from gen.data import DataMeta, to_unit
 from gen.models.autoregressive import (
     AutoregressiveConfig,
@@ -37,7 +37,7 @@ class PixelRNNConfig(AutoregressiveConfig):
 
     steps: int = 1000
     lr: float = 2e-3
-    # LSTM state size = width of the residual stream (a multiple of channels).
+    # LSTM state size = width of the residual stream (rounded up to a multiple of channels).
     hidden: int = checked(32, positive())
     layers: int = checked(2, at_least(1))  # residual LSTM layers after the first mask-A convolution
 
@@ -170,11 +170,9 @@ class PixelRNN(AutoregressiveModel):
 
     def __init__(self, cfg: PixelRNNConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)
-        c, hd, lv = meta.channels, cfg.hidden, meta.levels
-        require(
-            hd % c == 0,
-            f"{self.name}.hidden={hd} must be a multiple of {c} for {c}-channel data",
-        )
+        c, lv = meta.channels, meta.levels
+        hd = self.round_up("hidden", c)
+        cfg = self.cfg
         self.first = MaskedConv2d(c, hd, cfg.first_kernel, "A", c)
         self.layers = nn.ModuleList(self.make_layer(cfg, c) for _ in range(cfg.layers))
         self.head = nn.Sequential(

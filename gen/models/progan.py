@@ -1,7 +1,10 @@
 """Progressive GAN (Karras et al., 2018, the seeds' Progressive-GAN): both nets start at 4x4 and
-grow, one doubling at a time, up to the data's size. Each new resolution is faded in: its output
-is blended with the previous resolution's (upsampled) output, the blend weight alpha rising from 0
-to 1, so the freshly added layers never shock the ones already trained.
+grow, one doubling at a time, up to the data's size. A size that is not a power of two starts
+from its own whole fraction instead, size / 2**k with k as large as keeps it whole and at least
+4 (28x28 grows 7 -> 14 -> 28; an odd size does not grow), so no image is resized or padded.
+Each new resolution is faded in: its output is blended with the previous resolution's
+(upsampled) output, the blend weight alpha rising from 0 to 1, so the freshly added layers
+never shock the ones already trained.
 
 The paper's other three ingredients are here too: pixel norm after each generator conv (feature
 vectors of unit length, instead of batch norm), a minibatch standard deviation channel in the
@@ -21,11 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from gen.capabilities import Capabilities
-from gen.config import at_least, checked, positive, require
+from gen.config import at_least, checked, positive, require, require_data
 from gen.data import DataMeta, from_unit
 from gen.models.gan import AdversarialConfig, AdversarialModel, d_loss_terms
+from gen.nn import halvings
 
-MIN_SIZE = 4  # the first resolution
+MIN_SIZE = 4  # the smallest first resolution (that of every power of two)
 
 
 @dataclass
@@ -55,7 +59,8 @@ class ProGANConfig(AdversarialConfig):
 
 
 def schedule(step: int, n_stages: int, stage_steps: int, fade_steps: int) -> tuple[int, float]:
-    """(stage, alpha) at training `step` (0-based). Stage s works at 4 * 2**s pixels and begins
+    """(stage, alpha) at training `step` (0-based). Stage s works at start * 2**s pixels (start:
+    `first_resolution`, 4 for powers of two) and begins
     at step s * stage_steps; for its first `fade_steps` steps alpha rises linearly from 0 (the
     previous stage's output) to 1 (the new one's). The last stage lasts for ever."""
     if step < 0 or n_stages < 1 or stage_steps < 1 or not 0 <= fade_steps <= stage_steps:
@@ -70,15 +75,19 @@ def schedule(step: int, n_stages: int, stage_steps: int, fade_steps: int) -> tup
     return stage, into / fade_steps
 
 
-def n_stages_for(meta: DataMeta, name: str) -> int:
-    """Resolutions from 4x4 to the data's size; ConfigError unless it is a square power of 2."""
+def first_resolution(meta: DataMeta) -> tuple[int, int]:
+    """The side the nets start at and the number of resolutions up to the data's size: 4 and
+    log2(size) - 1 for a power of two (8x8: 4, 8), else size / 2**k (`halvings`: 28x28 grows
+    7, 14, 28). ConfigError unless the images are square and at least 4x4."""
     _, h, w = meta.shape
-    require(
-        h == w and h >= MIN_SIZE and h & (h - 1) == 0,
-        f"{name} cannot take {h}x{w} images; the size must be a square power of two >= "
-        f"{MIN_SIZE} such as 8x8, 16x16 or 32x32 (set data.image_size)",
+    require_data(
+        h == w and h >= MIN_SIZE,
+        f"progan cannot take {h}x{w} images; it needs square images of at least {MIN_SIZE}x"
+        f"{MIN_SIZE} (set data.image_size)",
+        f"it cannot take {h}x{w} images",
     )
-    return int(math.log2(h)) - 1
+    k = halvings(h, MIN_SIZE)
+    return h // 2**k, k + 1
 
 
 # ---------------------------------------------------------------------------------- layers
@@ -156,14 +165,15 @@ def stage_widths(channels: int, n_stages: int) -> list[int]:
 class ProGenerator(nn.Module):
     """z -> 4x4 map -> (upsample, two 3x3 convs) per stage; a 1x1 to-image conv per stage."""
 
-    def __init__(self, z_dim: int, widths: list[int], channels: int) -> None:
+    def __init__(self, z_dim: int, widths: list[int], channels: int, start: int) -> None:
         super().__init__()
         w0 = widths[0]
         act = nn.LeakyReLU(0.2)
         self.first = nn.Sequential(
             PixelNorm(),
-            EqualLinear(z_dim, w0 * 16, gain=math.sqrt(2) / 4),  # as the paper's 4x4 "conv"
-            nn.Unflatten(1, (w0, 4, 4)),
+            # As the paper's 4x4 "conv" (gain sqrt(2) / 4 there: / start for other sizes).
+            EqualLinear(z_dim, w0 * start * start, gain=math.sqrt(2) / start),
+            nn.Unflatten(1, (w0, start, start)),
             act,
             PixelNorm(),
             EqualConv2d(w0, w0, 3),
@@ -192,7 +202,7 @@ class ProDiscriminator(nn.Module):
     """The mirror image: a 1x1 from-image conv per stage, (two 3x3 convs, average pool) per
     stage, then at 4x4 the minibatch stddev channel, a conv and two linear layers."""
 
-    def __init__(self, widths: list[int], channels: int, group: int) -> None:
+    def __init__(self, widths: list[int], channels: int, group: int, start: int) -> None:
         super().__init__()
         w0 = widths[0]
         act = nn.LeakyReLU(0.2)
@@ -208,7 +218,7 @@ class ProDiscriminator(nn.Module):
             EqualConv2d(w0 + 1, w0, 3),
             act,
             nn.Flatten(),
-            EqualLinear(w0 * 16, w0),
+            EqualLinear(w0 * start * start, w0),
             act,
             EqualLinear(w0, 1, gain=1.0),
             nn.Flatten(0),
@@ -238,11 +248,11 @@ class ProGAN(AdversarialModel):
 
     def __init__(self, cfg: ProGANConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)
-        self.n_stages = n_stages_for(meta, self.name)
-        c = meta.channels
-        self.generator_net = ProGenerator(cfg.z_dim, stage_widths(cfg.g_channels, self.n_stages), c)
+        self.start, self.n_stages = first_resolution(meta)
+        c, g_widths = meta.channels, stage_widths(cfg.g_channels, self.n_stages)
+        self.generator_net = ProGenerator(cfg.z_dim, g_widths, c, self.start)
         self.discriminator_net = ProDiscriminator(
-            stage_widths(cfg.d_channels, self.n_stages), c, cfg.mbstd_group
+            stage_widths(cfg.d_channels, self.n_stages), c, cfg.mbstd_group, self.start
         )
         # Where training stands; Python copies avoid reading the buffers (a GPU sync) each step.
         self.register_buffer("stage", torch.tensor(0, dtype=torch.long))
@@ -271,7 +281,7 @@ class ProGAN(AdversarialModel):
     @property
     def resolution(self) -> int:
         """The side of the images G makes and D sees now."""
-        return MIN_SIZE * 2**self._stage
+        return self.start * 2**self._stage
 
     def at_resolution(self, x: torch.Tensor) -> torch.Tensor:
         """Full-size images (floats) pooled to the current resolution and, during a fade-in,
@@ -317,4 +327,4 @@ class ProGAN(AdversarialModel):
         return from_unit(y, self.meta.levels)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "resolution": self.resolution}
+        return {**super().describe(), "resolution": self.resolution, "start": self.start}

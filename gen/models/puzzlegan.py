@@ -10,7 +10,6 @@ image to the one the patches came from.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +26,7 @@ from gen.models.gan import (
     d_loss_terms,
     dcgan_discriminator_body,
     dcgan_init,
+    dcgan_start,
     g_loss,
 )
 
@@ -61,11 +61,12 @@ def key_patch_mask(x: torch.Tensor, n_patches: int, size: int) -> torch.Tensor:
 
 
 class PatchGenerator(nn.Module):
-    """Encoder-decoder from (patches, mask) down to 4x4, noise joined there, back up with skips."""
+    """Encoder-decoder from (patches, mask) down to the DCGAN start map (4x4 for 8x8, 7x7 for
+    28x28), noise joined there, back up with skips."""
 
-    def __init__(self, channels: int, width: int, z_dim: int, size: int) -> None:
+    def __init__(self, channels: int, width: int, z_dim: int, meta: DataMeta) -> None:
         super().__init__()
-        n = int(math.log2(size)) - 2  # 8x8 -> one down/up sampling
+        n, _ = dcgan_start(meta)  # 8x8 -> one down/up sampling
         widths = [width * 2**i for i in range(n + 1)]
         self.stem = nn.Sequential(
             nn.Conv2d(channels + 1, widths[0], 3, padding=1), nn.LeakyReLU(0.2)
@@ -110,19 +111,14 @@ class PuzzleGAN(AdversarialModel):
         super().__init__(cfg, meta)
         c, h, w = meta.shape
         require(
-            h == w and h >= 8 and h & (h - 1) == 0,
-            f"{self.name} cannot take {h}x{w} images; it needs square power-of-two sizes from "
-            "8x8 (set data.image_size)",
-        )
-        require(
             cfg.n_patches * cfg.patch_size**2 < h * w,
             f"{self.name}.n_patches x patch_size^2 = {cfg.n_patches * cfg.patch_size**2} must "
             f"cover less than the {h}x{w} image",
         )
-        self.generator_net = PatchGenerator(c, cfg.g_channels, cfg.z_dim, h)
-        body, top = dcgan_discriminator_body(cfg.d_channels, meta, self.name)
+        self.generator_net = PatchGenerator(c, cfg.g_channels, cfg.z_dim, meta)
+        body, top = dcgan_discriminator_body(cfg.d_channels, meta)
         self.discriminator_net = nn.Sequential(
-            *body, nn.Conv2d(top, 1, 4, 1, 0), nn.Flatten(), nn.Flatten(0)
+            *body, nn.Conv2d(top, 1, dcgan_start(meta)[1], 1, 0), nn.Flatten(), nn.Flatten(0)
         )
         self.apply(dcgan_init)
 

@@ -27,6 +27,7 @@ from gen.models.gan import (
     dcgan_discriminator_body,
     dcgan_generator,
     dcgan_init,
+    dcgan_start,
     g_loss_terms,
 )
 
@@ -61,28 +62,29 @@ class TextEncoder(nn.Module):
 class TextGenerator(nn.Module):
     """A DCGAN generator on [z, text embedding]."""
 
-    def __init__(self, cfg: Text2ImageConfig, meta: DataMeta, vocab_size: int, name: str) -> None:
+    def __init__(self, cfg: Text2ImageConfig, meta: DataMeta, vocab_size: int) -> None:
         super().__init__()
         self.text = TextEncoder(vocab_size, cfg.embed_dim, cfg.text_dim)
-        self.net = dcgan_generator(cfg.z_dim + cfg.text_dim, cfg.g_channels, meta, name)
+        self.net = dcgan_generator(cfg.z_dim + cfg.text_dim, cfg.g_channels, meta)
 
     def forward(self, z: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([z, self.text(words)], dim=1))
 
 
 class TextDiscriminator(nn.Module):
-    """A DCGAN body down to 4x4; the text embedding, copied to every position, joins that map; a
-    1x1 conv mixes image and text features and a 4x4 conv gives the logit."""
+    """A DCGAN body down to its start map (4x4 for 8x8); the text embedding, copied to every
+    position, joins that map; a 1x1 conv mixes image and text features and a conv the size of
+    the map gives the logit."""
 
-    def __init__(self, cfg: Text2ImageConfig, meta: DataMeta, vocab_size: int, name: str) -> None:
+    def __init__(self, cfg: Text2ImageConfig, meta: DataMeta, vocab_size: int) -> None:
         super().__init__()
         self.text = TextEncoder(vocab_size, cfg.embed_dim, cfg.text_dim)
-        layers, top = dcgan_discriminator_body(cfg.d_channels, meta, name)
+        layers, top = dcgan_discriminator_body(cfg.d_channels, meta)
         self.body = nn.Sequential(*layers)
         self.head = nn.Sequential(
             nn.Conv2d(top + cfg.text_dim, top, 1),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(top, 1, 4, 1, 0),
+            nn.Conv2d(top, 1, dcgan_start(meta)[1], 1, 0),
             nn.Flatten(0),
         )
 
@@ -122,8 +124,8 @@ class Text2Image(AdversarialModel):
     def __init__(self, cfg: Text2ImageConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)
         self.vocab_size = len(check_vocab(meta.extra.get("vocab")))
-        self.generator_net = TextGenerator(cfg, meta, self.vocab_size, self.name)
-        self.discriminator_net = TextDiscriminator(cfg, meta, self.vocab_size, self.name)
+        self.generator_net = TextGenerator(cfg, meta, self.vocab_size)
+        self.discriminator_net = TextDiscriminator(cfg, meta, self.vocab_size)
         self.apply(dcgan_init)
 
     def _words(self, words: Any, n: int | None = None) -> torch.Tensor:

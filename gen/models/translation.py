@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gen.conditions import domain
-from gen.config import at_least, checked, positive, require
+from gen.config import at_least, checked, positive, require, require_data
 from gen.data import DataMeta, from_unit, to_unit
 from gen.models.base import GenerativeModel, ModelConfig
 from gen.models.gan import AdversarialModel
@@ -237,16 +237,18 @@ class TranslationModel(GenerativeModel):
 
     def __init__(self, cfg: TranslationConfig, meta: DataMeta) -> None:
         super().__init__(cfg, meta)
-        require(
+        require_data(
             "domains" in meta.extra,
             f"{self.name} translates between image domains but data set '{meta.name}' has "
             "none; set data.domains to typeset, cyclegan_folder, domain_folders or attribute_csv",
+            "the data has no domains",
         )
         self.domain_names = list(meta.extra["domains"])
-        require(
+        require_data(
             len(self.domain_names) >= 2,
             f"{self.name} needs at least 2 domains; data set '{meta.name}' has "
             f"{len(self.domain_names)}: {', '.join(self.domain_names)}",
+            "the data has fewer than 2 domains",
         )
         self.phases = ("d",) * cfg.d_steps + ("g",)
         self.n_down = downsamplings(meta.height, meta.width, cfg.max_downsamplings)

@@ -41,6 +41,7 @@ class Collected:
     excluded: list[str] = field(default_factory=list)  # runs of another protocol
     failed: list[str] = field(default_factory=list)  # (model, seed) runs that did not finish
     pending: list[str] = field(default_factory=list)  # planned by a benchmark part still running
+    left_out: list[str] = field(default_factory=list)  # "cyclegan, stargan: the data has no ..."
 
 
 def collect(dataset: str, benchmark: str | None = None) -> Collected:
@@ -56,6 +57,7 @@ def collect(dataset: str, benchmark: str | None = None) -> Collected:
     parents = benchmark_parents(dataset, benchmark)
     planned: list[str] = []
     pending: list[str] = []  # planned by a part still running (on another host, say)
+    left_out: list[str] = []  # models the data could not serve, with the reason
     if not parents.empty:
         statuses = [str(s) for s in parents.status]
         bench = {
@@ -65,6 +67,7 @@ def collect(dataset: str, benchmark: str | None = None) -> Collected:
             "parts": str(len(parents)),
         }
         for _, parent in parents.iterrows():
+            left_out += _left_out(parent)
             if parent.status == "RUNNING":
                 pending += _planned(parent)
             else:
@@ -83,7 +86,7 @@ def collect(dataset: str, benchmark: str | None = None) -> Collected:
             runs[runs.get("tags.model", pd.Series(dtype=str)).notna()] if not runs.empty else runs
         )
     if runs.empty:
-        return Collected(pd.DataFrame(), {}, {}, bench, failed=planned, pending=pending)
+        return Collected(pd.DataFrame(), {}, {}, bench, [], planned, pending, left_out)
     df = _rows(runs)
     df = df[df.model != DATA]
     finished = df[df.status == "FINISHED"]
@@ -94,7 +97,7 @@ def collect(dataset: str, benchmark: str | None = None) -> Collected:
     pending = [t for t in unfinished if t in pending]
     df = finished
     if df.empty:
-        return Collected(df, {}, {}, bench, failed=failed, pending=pending)
+        return Collected(df, {}, {}, bench, [], failed, pending, left_out)
     want = _common_protocol(df, parents)
     excluded = [
         f"{r.model}-s{r.seed} ({r.run_id[:8]}, protocol {r.protocol or 'none'})"
@@ -109,7 +112,7 @@ def collect(dataset: str, benchmark: str | None = None) -> Collected:
     if not df.empty:
         tags = tracking.run_tags(df.iloc[0].run_id)
         protocol.update({k: v for k, v in tags.items() if k.startswith("protocol.")})
-    return Collected(df, reference, protocol, bench, excluded, failed, pending)
+    return Collected(df, reference, protocol, bench, excluded, failed, pending, left_out)
 
 
 def collect_nonempty(dataset: str, benchmark: str | None) -> Collected:
@@ -156,6 +159,13 @@ def _planned(parent: pd.Series) -> list[str]:
     if not isinstance(models, str) or not isinstance(seeds, str):
         return []
     return [f"{m}-s{s}" for s in seeds.split(",") for m in models.split(",") if m and s]
+
+
+def _left_out(parent: pd.Series) -> list[str]:
+    """The models a benchmark (part) left out because its data could not serve them, a line
+    per reason (its `left_out` param, `pipeline/selection.py`)."""
+    text = parent.get("params.left_out")
+    return [line for line in text.split("; ") if line] if isinstance(text, str) else []
 
 
 def _rows(runs: pd.DataFrame) -> pd.DataFrame:

@@ -70,6 +70,9 @@ def header(c: Collected) -> list[str]:
             f"Benchmark `{b['name']}` ({runs}, {b['status']}): {df.model.nunique()} models x "
             f"training seeds {', '.join(seeds)}; commit(s) {', '.join(sorted(set(df.commit)))}."
         )
+    if c.left_out:  # several parts of one benchmark name the same ones
+        left = "; ".join(dict.fromkeys(c.left_out))
+        lines.append(f"Left out, as the data cannot serve them (benchmark.models: all): {left}.")
     lines.append(
         f"Protocol `{p.get('protocol', 'n/a')}`: data {p.get('protocol.data', 'n/a')}, split "
         f"{p.get('protocol.split', 'n/a')}; evaluation classifier weights "
