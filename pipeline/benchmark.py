@@ -16,6 +16,7 @@ from typing import IO
 
 import click
 
+from gen.config import MAX_SEED
 from gen.data import dataset_id
 from gen.registry import check_data, model_class
 from pipeline import signals, stages, store_check, tracking
@@ -133,8 +134,9 @@ def _preflight(p: Params, names: list[str], seeds: list[int]) -> None:
                 f"params.yaml has no '{name}' section, which DVC's train stage reads; add one "
                 f"(`genbench models {name} >> params.yaml` appends its defaults)"
             )
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds={','.join(map(str, seeds))} must be distinct integers >= 0")
+    if not seeds or not all(0 <= s <= MAX_SEED for s in seeds) or len(set(seeds)) != len(seeds):
+        shown = ",".join(map(str, seeds))
+        raise UserError(f"--seeds={shown} must be distinct integers in 0..{MAX_SEED}")
     if not Path(".dvc").is_dir():
         raise UserError("not a DVC repository: run `genbench benchmark` from the repository root")
     if not (_git("config", "user.name") and _git("config", "user.email")):

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from gen.config import ConfigError
+from gen.user_files import UserFileError, check_name, read_yaml
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 
@@ -50,9 +51,21 @@ def available(folder: Path = PRESETS_DIR) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
+PRESET_FILE = "a mapping with description, published and params (a mapping of sections)"
+
+
 def load_preset(name: str, folder: Path = PRESETS_DIR) -> Preset:
+    """Preset `name` (a name, not a path: `genbench preset` lists them) from its file."""
+    known = available(folder)
+    check_name(name, "preset", known)
     path = folder / f"{name}.yaml"
     if not path.exists():
-        raise ConfigError(f"unknown preset '{name}'; available: {', '.join(available(folder))}")
-    raw = yaml.safe_load(path.read_text())
+        raise ConfigError(f"unknown preset '{name}'; available: {', '.join(known)}")
+    raw = read_yaml(path, "preset file", PRESET_FILE)
+    if not (
+        isinstance(raw, dict)
+        and all(isinstance(raw.get(k), str) for k in ("description", "published"))
+        and isinstance(raw.get("params"), dict)
+    ):
+        raise UserFileError(f"preset file '{path}' is not {PRESET_FILE}")
     return Preset(name, raw["description"], raw["published"], raw["params"])

@@ -19,6 +19,7 @@ from gen.domains import DomainError
 from gen.metrics import MetricError
 from gen.outside_samples import SampleError
 from gen.protocol_file import ProtocolError
+from gen.user_files import UserFileError
 from pipeline import tracking
 from pipeline.errors import ReportError, ServerError, TrackingError
 
@@ -31,6 +32,7 @@ USER_ERRORS = (
     MetricError,
     ProtocolError,
     SampleError,
+    UserFileError,
     FloatingPointError,  # training diverged: the message names the model and the step
     TrackingError,
     ReportError,
