@@ -112,7 +112,7 @@ def _check_sqlite(path: Path) -> None:
 
 # A database that MLflow's SQLAlchemy store would retry for about 100 s (10 attempts with
 # backoff, not configurable) before a traceback: one connection with a timeout says it first.
-DATABASE_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 CONNECT_TIMEOUT_S = 5
 
 
@@ -123,7 +123,8 @@ def _check_database(uri: str) -> None:
     try:
         url = make_url(uri)
     except ArgumentError:
-        raise TrackingError(f"MLflow store {uri!r} is not a database URI") from None
+        scheme = uri.split(":", 1)[0]
+        raise TrackingError(f"MLflow store {scheme}://... is not a valid database URI") from None
     shown = url.render_as_string(hide_password=True)  # never print a password
     try:
         if url.get_backend_name() == "postgresql" and _has("psycopg"):
