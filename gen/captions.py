@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from gen.config import ConfigError
+from gen.user_files import read_text
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 PAD, UNKNOWN = 0, 1  # token ids reserved in every vocabulary
@@ -130,6 +131,9 @@ def detokenize(tokens: torch.Tensor, vocab: list[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------- user captions file
+CAPTIONS_FILE = 'JSON lines of {"file": ..., "caption": ...} in UTF-8'
+
+
 def read_captions_file(path: Path, root: Path, files: list[Path]) -> list[str]:
     """One caption per image from a JSON-lines file of {"file": ..., "caption": ...}.
 
@@ -137,10 +141,11 @@ def read_captions_file(path: Path, root: Path, files: list[Path]) -> list[str]:
     that are not in the folder are an error too, since they usually mean a wrong root.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CaptionError(f"captions file '{path}' not found; set data.captions to a .jsonl file")
     by_file: dict[str, str] = {}
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    text = read_text(path, "captions file", CAPTIONS_FILE)
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen.config import require
+from gen.config import checked, require, seed_rule
 from gen.data import to_unit
 
 
@@ -25,7 +25,8 @@ class ClassifierConfig:
     lr: float = 1e-3
     features: int = 128  # width of the feature layer used by FID / KID / PR
     domain_epochs: int = 10  # the (domain, class) classifier for translation models
-    seed: int = 0  # the ruler's own seed, apart from the training seed of the models it measures
+    # The ruler's own seed, apart from the training seed of the models it measures.
+    seed: int = checked(0, seed_rule())
     # A protocol file (gen/protocol_file.py) whose ruler is used instead of training one here,
     # so every machine measures with the same bytes; None trains one.
     protocol: str | None = None
@@ -36,7 +37,6 @@ class ClassifierConfig:
         require(self.batch_size > 0, f"{section}.batch_size={self.batch_size} must be > 0")
         require(self.lr > 0, f"{section}.lr={self.lr} must be > 0")
         require(self.features > 0, f"{section}.features={self.features} must be > 0")
-        require(self.seed >= 0, f"{section}.seed={self.seed} must be >= 0")
 
 
 class Classifier(nn.Module):

@@ -50,15 +50,7 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
             return value
         raise ConfigError(f"{section}.{key}={value!r} must be true or false")
     if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{section}.{key}={value!r} must be an integer")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"{section}.{key}={value!r} must be an integer") from None
-        if not number.is_integer():
-            raise ConfigError(f"{section}.{key}={value!r} must be an integer")
-        return int(number)
+        return as_int(f"{section}.{key}", value)
     if annotation is float:
         # PyYAML reads `1e-3` (no dot) as a string, so strings that parse as numbers are accepted.
         if isinstance(value, bool):
@@ -67,11 +59,45 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{section}.{key}={value!r} must be a number") from None
+        except OverflowError:  # an integer beyond a float's range
+            raise ConfigError(f"{section}.{key}={value} is too large for a number") from None
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{section}.{key}={value!r} must be a string")
         return value
     return value
+
+
+# Integers go to torch, which holds them in 64 bits; seeds also go to NumPy and scikit-learn,
+# which take 0..2**32-1. Beyond these they would fail deep inside a library, so they fail here.
+INT64 = (-(2**63), 2**63 - 1)
+MAX_SEED = 2**32 - 1
+
+
+def as_int(name: str, value: Any) -> int:
+    """`value` (YAML's int, a whole float like 1e3, or a string of one) as an int, exactly
+    (a float would round 2**70 + 1); else a one-line ConfigError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{name}={value!r} must be an integer")
+    number = value
+    if isinstance(number, str):
+        try:
+            number = int(number)
+        except ValueError:
+            try:
+                number = float(number)
+            except ValueError:
+                raise ConfigError(f"{name}={value!r} must be an integer") from None
+    if isinstance(number, float):
+        if not number.is_integer():
+            raise ConfigError(f"{name}={value!r} must be an integer")
+        number = int(number)
+    return number
+
+
+def seed_rule() -> Rule:
+    """A seed's range: every seed reaches NumPy or scikit-learn somewhere."""
+    return in_range(0, MAX_SEED, note="what NumPy takes as a seed")
 
 
 def from_dict(cls: type[T], section: str, values: dict[str, Any] | None) -> T:
@@ -84,7 +110,7 @@ def from_dict(cls: type[T], section: str, values: dict[str, Any] | None) -> T:
         raise ConfigError(f"params section '{section}' must be a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(values) - fields)
+    unknown = sorted(map(str, set(values) - fields))
     if unknown:
         raise ConfigError(
             f"unknown key '{unknown[0]}' in params section '{section}'; "
@@ -96,7 +122,23 @@ def from_dict(cls: type[T], section: str, values: dict[str, Any] | None) -> T:
     check = getattr(obj, "validate", None)
     if check is not None:
         check(section)
+    check_int64(obj, section)
     return obj
+
+
+def check_int64(obj: Any, section: str) -> None:
+    """Every integer of dataclass `obj` fits torch's 64 bits. Checked after the field's own
+    rules and the section's checks, which name a narrower range where there is one."""
+    low, high = INT64
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, int) and not isinstance(v, bool) and not low <= v <= high:
+                raise ConfigError(
+                    f"{section}.{f.name}={v} is out of range: integers must be in "
+                    "-2**63..2**63-1 (what torch holds)"
+                )
 
 
 @dataclasses.dataclass(frozen=True)

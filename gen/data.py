@@ -18,12 +18,12 @@ from gen.config import (
     KEY_ONLY,
     WITH_VALUE,
     Rule,
-    at_least,
     checked,
     in_open,
     one_of,
     positive,
     require,
+    seed_rule,
 )
 from gen.domains import TYPESET_STYLES, Domains
 
@@ -61,7 +61,7 @@ class DataConfig:
     val_fraction: float = checked(0.1, in_open(0, 0.5))
     # The data's own seed (split, mixture draws, typeset renders): the ruler every run is measured
     # with, fixed apart from the training seed so that changing `seed` never changes the data.
-    seed: int = checked(0, at_least(0))
+    seed: int = checked(0, seed_rule())
     n_train: int = checked(10000, _DRAWS)  # mixture: training images drawn
     n_test: int = checked(2000, _DRAWS)  # mixture: test images drawn
     # mixture: spread of each template pixel, in intensity levels.
@@ -190,10 +190,16 @@ def load_split(folder: Path) -> Split:
     folder = Path(folder)
     if not (folder / "data.pt").exists():
         raise DataError(f"prepared data not found in '{folder}'; run `genbench prepare` first")
-    tensors = torch.load(folder / "data.pt", weights_only=True)
-    meta = DataMeta(**json.loads((folder / "meta.json").read_text()))
-    domains = None
-    if (folder / "domains.pt").exists():
-        d = torch.load(folder / "domains.pt", weights_only=True)
-        domains = Domains(**d, names=meta.extra["domains"])
-    return Split(**tensors, meta=meta, domains=domains)
+    try:
+        tensors = torch.load(folder / "data.pt", weights_only=True)
+        meta = DataMeta(**json.loads((folder / "meta.json").read_text()))
+        domains = None
+        if (folder / "domains.pt").exists():
+            d = torch.load(folder / "domains.pt", weights_only=True)
+            domains = Domains(**d, names=meta.extra["domains"])
+        return Split(**tensors, meta=meta, domains=domains)
+    except Exception as exc:  # truncated by a full disk, or edited: made again, not repaired
+        raise DataError(
+            f"prepared data in '{folder}' cannot be read ({type(exc).__name__}); run "
+            "`genbench prepare` (or `dvc repro prepare --force`) to make it again"
+        ) from None

@@ -19,6 +19,7 @@ from gen.config import ConfigError
 from gen.data import DataConfig, DataError, DataMeta, Split
 from gen.domains import Domains, attribute_csv, cyclegan_folder, domain_folders, typeset_domains
 from gen.image_files import image_files, read_image
+from gen.user_files import check_mnist
 
 
 def load(cfg: DataConfig) -> Split:
@@ -223,6 +224,8 @@ def _torchvision(cfg: DataConfig, seed: int) -> Split:
                 f"({type(exc).__name__}); put the files in {root}/{where}"
             ) from None
 
+    if cfg.name in ("mnist", "fashion_mnist"):  # files given: checked before torchvision reads them
+        check_mnist(root / cls_name / "raw")
     out = []
     for train in (True, False):
         ds = get(train)

@@ -10,6 +10,7 @@ differ only in how the digits were drawn.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from gen.image_files import image_files, read_image
+from gen.user_files import read_text
 
 # Typeset styles -> matplotlib font files: several families and weights per style.
 TYPESET_STYLES = {
@@ -238,24 +240,24 @@ def attribute_csv(
     path = root / "attributes.csv"
     if not path.is_file():
         raise DomainError(f"attribute file '{path}' not found; set data.domains_root")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        if "file" not in fields or len(fields) < 3:
-            raise DomainError(
-                f"'{path}' needs a 'file' column and at least 2 attribute columns; has {fields}"
-            )
-        names = [c for c in fields if c != "file"]
-        rows = []
-        for n, row in enumerate(reader, start=2):
-            try:
-                flags = [int(float(row[c])) for c in names]
-            except (TypeError, ValueError):
-                raise DomainError(f"{path}:{n}: attribute values must be 0 or 1") from None
-            if sorted(set(flags)) != [0, 1] or sum(flags) != 1:
-                raise DomainError(f"{path}:{n}: an image needs exactly one attribute set to 1")
-            p = root / row["file"]
-            if not p.is_file():
-                raise DomainError(f"{path}:{n}: image '{p}' not found")
-            rows.append((p, flags.index(1)))
+    text = read_text(path, "attribute file", "a UTF-8 CSV file with a 'file' column")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    fields = reader.fieldnames or []
+    if "file" not in fields or len(fields) < 3:
+        raise DomainError(
+            f"'{path}' needs a 'file' column and at least 2 attribute columns; has {fields}"
+        )
+    names = [c for c in fields if c != "file"]
+    rows = []
+    for n, row in enumerate(reader, start=2):
+        try:
+            flags = [int(float(row[c])) for c in names]
+        except (TypeError, ValueError):
+            raise DomainError(f"{path}:{n}: attribute values must be 0 or 1") from None
+        if sorted(set(flags)) != [0, 1] or sum(flags) != 1:
+            raise DomainError(f"{path}:{n}: an image needs exactly one attribute set to 1")
+        p = root / (row["file"] or "")  # a short row has no file
+        if not p.is_file():
+            raise DomainError(f"{path}:{n}: image '{p}' not found")
+        rows.append((p, flags.index(1)))
     return _assemble(*_split(rows, test_fraction), names, size, channels, levels)

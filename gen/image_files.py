@@ -22,8 +22,12 @@ def read_image(path: Path, size: int, channels: int, error: type[Exception]) -> 
 
     mode = "L" if channels == 1 else "RGB"
     try:
-        img = Image.open(path).convert(mode).resize((size, size), Image.BILINEAR)
-    except OSError as exc:
-        raise error(f"cannot read image '{path}': {exc}") from None
+        with Image.open(path) as opened:
+            img = opened.convert(mode).resize((size, size), Image.BILINEAR)
+    # PIL says "not an image" in several ways: OSError (truncated, unknown format), SyntaxError
+    # and ValueError (broken headers), DecompressionBombError (a size meant to exhaust memory).
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        text = " ".join(str(exc).split())[:120]
+        raise error(f"cannot read image '{path}' ({type(exc).__name__}: {text})") from None
     arr = np.asarray(img, dtype=np.uint8)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)

@@ -211,8 +211,10 @@ def _chunk_rows(n_cols: int, budget: int = 2**24) -> int:
     return max(1, budget // max(1, n_cols))
 
 
-def _kth_neighbour_radius(x: np.ndarray, k: int) -> np.ndarray:
-    """Distance from each row of x to its k-th nearest other row (the row itself is the 0th)."""
+def _kth_neighbour_sq_radius(x: np.ndarray, k: int) -> np.ndarray:
+    """Squared distance from each row of x to its k-th nearest other row (the row itself is
+    the 0th). Squared, as the distances it is compared with: a square root squared again
+    rounds, and at the ball's edge rounding up puts the k-th neighbour itself inside."""
     if not 1 <= k < len(x):
         raise ValueError(f"k must be in [1, {len(x) - 1}] for {len(x)} points, got {k}")
     out = np.empty(len(x))
@@ -221,7 +223,7 @@ def _kth_neighbour_radius(x: np.ndarray, k: int) -> np.ndarray:
         d = _sq_distances(x[i : i + step], x)
         d[np.arange(len(d)), np.arange(i, i + len(d))] = 0.0  # self first, whatever the rounding
         out[i : i + step] = np.partition(d, k, axis=1)[:, k]
-    return np.sqrt(out)
+    return out
 
 
 def density_coverage(
@@ -241,7 +243,7 @@ def density_coverage(
         raise ValueError(f"feature sizes differ: {r.shape[1]} vs {f.shape[1]}")
     if len(f) == 0:
         raise ValueError("density/coverage needs at least one fake feature vector")
-    radius_sq = _kth_neighbour_radius(r, k) ** 2
+    radius_sq = _kth_neighbour_sq_radius(r, k)
     inside, covered = 0, 0
     step = _chunk_rows(len(f))
     for i in range(0, len(r), step):

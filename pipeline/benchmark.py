@@ -150,6 +150,7 @@ def _preflight(p: Params) -> None:
             "`git config user.name ...` and `git config user.email ...` first"
         )
     store_check.check_store(tracking.tracking_uri())
+    store_check.check_writable(tracking.tracking_uri())
     stages.eval_protocol(p)  # the feature extractor's weights file, if it needs one
 
 

@@ -19,13 +19,14 @@ def copy_experiment(source: str, experiment: str, echo=print) -> dict[str, str]:
     are skipped, so a second call copies only what is new. Returns source id -> new id."""
     import tempfile
 
+    check_store(source)  # before MLflow's import: a dead store fails in seconds
     import mlflow
     import mlflow.pytorch
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    check_store(source)
-    src, dst = MlflowClient(source), tracking.connect()
+    dst = tracking.connect()  # first: it also keeps MLflow's own logs off the terminal
+    src = MlflowClient(source)
     exp = src.get_experiment_by_name(experiment)
     if exp is None:
         raise TrackingError(f"no experiment '{experiment}' in {source}")

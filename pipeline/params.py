@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
 from gen.classifier import ClassifierConfig
 from gen.config import (
     KEY_ONLY,
+    MAX_SEED,
     ConfigError,
+    as_int,
     at_least,
     checked,
     from_dict,
@@ -26,6 +26,7 @@ from gen.features import EXTRACTORS
 from gen.metrics import INCEPTION_EXTRACTOR
 from gen.registry import all_models, check_data, model_class
 from gen.trainer import TrainOptions
+from gen.user_files import read_yaml
 from pipeline.presets import resolve_suite, suite_values
 
 if TYPE_CHECKING:
@@ -189,8 +190,8 @@ class BenchmarkSettings:
             require(len(self.models) > 0, f"{section}.models must name at least one model")
         require(len(self.seeds) > 0, f"{section}.seeds must name at least one seed")
         require(
-            len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0,
-            f"{section}.seeds={self.seeds} must be distinct integers >= 0",
+            len(set(self.seeds)) == len(self.seeds) and all(0 <= s <= MAX_SEED for s in self.seeds),
+            f"{section}.seeds={self.seeds} must be distinct integers in 0..{MAX_SEED}",
         )
         for name in self.listed() or []:
             model_class(name)
@@ -226,19 +227,18 @@ class Params:
         )
 
 
+PARAMS_FILE = "a YAML mapping of sections (model:, seed:, data:, ...)"
+
+
 def load_params(path: str | Path = "params.yaml", suite: str | None = None) -> Params:
     """Read and validate params.yaml, with suite `suite`'s values over it (presets/suites/);
     the model's own section is validated when it is built."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"params file '{path}' not found; run from the repository root")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"params file '{path}' is not valid YAML{where}: {problem}") from None
+    raw = read_yaml(path, "params file", PARAMS_FILE)
+    if raw is None:
+        raise ConfigError(f"params file '{path}' is empty; expected {PARAMS_FILE}")
     if not isinstance(raw, dict):
         raise ConfigError(f"params file '{path}' must be a mapping of sections")
     if suite is not None:
@@ -253,11 +253,8 @@ def params_from(raw: dict[str, Any], suite: str | None = None) -> Params:
     if not isinstance(model, str):  # the list of models is made only when it is shown
         raise ConfigError(f"params 'model' must be a model name; known: {', '.join(all_models())}")
     model_class(model)
-    seed = raw.get("seed", 0)
-    require(
-        isinstance(seed, int) and not isinstance(seed, bool),
-        f"params 'seed'={seed!r} must be an integer",
-    )
+    seed = as_int("params 'seed'", raw.get("seed", 0))
+    require(0 <= seed <= MAX_SEED, f"params 'seed'={seed} must be in 0..{MAX_SEED} (NumPy's seeds)")
     params = Params(
         raw=raw,
         model=model,

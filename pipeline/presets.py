@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from gen.config import ConfigError
+from gen.user_files import UserFileError, check_name, read_yaml
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 SUITES_DIR = PRESETS_DIR / "suites"
@@ -56,11 +57,24 @@ def available(folder: Path = PRESETS_DIR) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
+PRESET_FILE = "a mapping with description, published (optional) and params (a mapping of sections)"
+
+
 def load_preset(name: str, folder: Path = PRESETS_DIR) -> Preset:
+    """Preset `name` (a name, not a path: `genbench preset` lists them) from its file."""
+    known = available(folder)
+    check_name(name, "preset", known)
     path = folder / f"{name}.yaml"
     if not path.exists():
-        raise ConfigError(f"unknown preset '{name}'; available: {', '.join(available(folder))}")
-    raw = yaml.safe_load(path.read_text())
+        raise ConfigError(f"unknown preset '{name}'; available: {', '.join(known)}")
+    raw = read_yaml(path, "preset file", PRESET_FILE)
+    if not (
+        isinstance(raw, dict)
+        and isinstance(raw.get("description"), str)
+        and isinstance(raw.get("published"), (str, type(None)))
+        and isinstance(raw.get("params"), dict)
+    ):
+        raise UserFileError(f"preset file '{path}' is not {PRESET_FILE}")
     return Preset(
         name, raw["description"], raw.get("published"), raw["params"], raw.get("sized_for")
     )

@@ -26,6 +26,7 @@ from gen.data import load_split
 from gen.features import extract
 from gen.protocol_file import ProtocolError, ProtocolFile
 from gen.runtime import pick_device
+from gen.user_files import read_text
 from pipeline import provenance, stages, tracking
 from pipeline.params import Params
 
@@ -154,7 +155,7 @@ def read_sums(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     pins = {}
-    for line in path.read_text().splitlines():
+    for line in read_text(path, "checksum file", "`sha256sum` lines").splitlines():
         if line.strip() and not line.startswith("#"):
             digest, _, name = line.partition(" ")
             pins[name.strip().lstrip("*")] = digest

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gen.config import ConfigError, DataMismatch
+from gen.config import MAX_SEED, ConfigError, DataMismatch
 from gen.registry import all_models, check_data
 from pipeline.params import ALL, Params
 from pipeline.user_errors import UserError
@@ -76,5 +76,6 @@ def check_plan(p: Params, names: list[str], seeds: list[int]) -> None:
                 f"params.yaml has no '{name}' section, which DVC's train stage reads; add one "
                 f"(`genbench models {name} >> params.yaml` appends its defaults)"
             )
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds={','.join(map(str, seeds))} must be distinct integers >= 0")
+    if not seeds or not all(0 <= s <= MAX_SEED for s in seeds) or len(set(seeds)) != len(seeds):
+        shown = ",".join(map(str, seeds))
+        raise UserError(f"--seeds={shown} must be distinct integers in 0..{MAX_SEED}")

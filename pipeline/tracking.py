@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import TrackingError
-from pipeline.store_check import check_store
+from pipeline.store_check import check_store, quiet_store_logs
 
 EXPS_MARKER = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 
@@ -59,8 +59,6 @@ def store_exists() -> bool:
 
 def connect():
     """The client of the current store (`tracking_uri()`), checked first (once per process)."""
-    import logging
-
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -68,8 +66,7 @@ def connect():
     check_store(uri)
     # Per-file download bars from the report and the stages drown the output that matters.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # Alembic's migration chatter on a new SQLite store is noise on every stage.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    quiet_store_logs()  # MLflow's own tracebacks and migration chatter: errors are raised
     mlflow.set_tracking_uri(uri)
     return MlflowClient(uri)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from gen.domains import DomainError
 from gen.metrics import MetricError
 from gen.outside_samples import SampleError
 from gen.protocol_file import ProtocolError
+from gen.user_files import UserFileError
 from pipeline import tracking
 from pipeline.errors import ReportError, ServerError, TrackingError
 
@@ -31,6 +33,7 @@ USER_ERRORS = (
     MetricError,
     ProtocolError,
     SampleError,
+    UserFileError,
     FloatingPointError,  # training diverged: the message names the model and the step
     TrackingError,
     ReportError,
@@ -75,6 +78,14 @@ def _is_store_error(exc: BaseException) -> bool:
     return errors is not None and isinstance(exc, errors.MlflowException)
 
 
+def _store_problem(exc: BaseException) -> str:
+    """A store error's one line without SQLAlchemy's statement, parameters and advice: the
+    problem ("attempt to write a readonly database") is what the user can act on."""
+    text = re.sub(r"\(raised as a result of .*?\)\s*", "", _one_line(exc))
+    text = re.sub(r"\s*\(Background on this error at: \S+\)", "", text)
+    return text.split(" [SQL: ")[0]
+
+
 def user_errors(fn):
     """Turn the errors a user can fix into one line on stderr and exit status 2."""
 
@@ -87,7 +98,7 @@ def user_errors(fn):
         except Exception as exc:
             if _is_store_error(exc):
                 uri = tracking.tracking_uri()
-                raise UserError(f"MLflow store {uri}: {_one_line(exc)}"[:2000]) from None
+                raise UserError(f"MLflow store {uri}: {_store_problem(exc)}"[:2000]) from None
             raise
 
     return wrapper

@@ -105,6 +105,15 @@ def test_fakes_equal_to_reals_cover_everything_at_density_about_one():
     assert density == pytest.approx(1.0, abs=0.15)
 
 
+@pytest.mark.parametrize(("n", "d", "seed"), [(500, 8, 14), (200, 16, 0), (50, 2, 1)])
+def test_density_of_a_set_against_itself_is_exactly_one(n: int, d: int, seed: int):
+    # Each ball holds its own centre and the k-1 nearer neighbours, never the k-th on its
+    # edge: k points per ball, k*M in all. Comparing a squared distance with a square root
+    # squared again let rounding put the k-th inside, up to 1.05 on these sets.
+    x = gaussian(n, d, seed)
+    assert density_coverage(x, x, k=5) == (1.0, 1.0)
+
+
 def test_fakes_far_from_every_real_have_zero_density_and_coverage():
     x = gaussian(200, 8, 15)
     assert density_coverage(x, x + 100.0, k=5) == (0.0, 0.0)
