@@ -19,6 +19,7 @@ import os
 import secrets
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +158,8 @@ def check_credentials(uri: str) -> None:
     before any work starts (an open server, or a good user, passes)."""
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user is None and os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return  # a bearer token, for a server behind another kind of login
     try:
         status = _get(
             f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1", user, password
@@ -183,13 +186,17 @@ def add_user(url: str, name: str, password: str, write: str | None) -> str:
     Returns what the user may do, in words."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-    from mlflow.server import get_app_client
+
+    with warnings.catch_warnings():  # starlette's deprecation of what mlflow.server imports
+        warnings.simplefilter("ignore")
+        from mlflow.server.auth.client import AuthServiceClient
 
     from pipeline.tracking import EXPERIMENT_TAGS
 
     check_credentials(url)
     try:
-        get_app_client("basic-auth", tracking_uri=url).create_user(name, password)
+        users = AuthServiceClient(url)
+        users.create_user(name, password)
         if write is None:
             return f"user '{name}' reads every experiment and writes to none but its own"
         client = MlflowClient(url)
@@ -198,11 +205,11 @@ def add_user(url: str, name: str, password: str, write: str | None) -> str:
             eid = client.create_experiment(write, tags=EXPERIMENT_TAGS)
         else:
             eid = experiment.experiment_id
-        get_app_client("basic-auth", tracking_uri=url).grant_user_permission(
-            name, "experiment", eid, "EDIT"
-        )
+        users.grant_user_permission(name, "experiment", eid, "EDIT")
     except MlflowException as exc:
-        raise ServerError(f"{url}: {_reason(exc)}") from None
+        admin = " (users are added by the admin: MLFLOW_TRACKING_USERNAME=admin)"
+        refused = exc.get_http_status_code() == 403
+        raise ServerError(f"{url}: {_reason(exc)}{admin if refused else ''}") from None
     return f"user '{name}' creates and logs runs in experiment '{write}' and reads the others"
 
 
