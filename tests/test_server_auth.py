@@ -116,6 +116,19 @@ def test_a_client_without_a_valid_login_gets_401(auth_server: str):
 
 
 @pytest.mark.slow
+def test_a_restart_with_another_admin_password_is_refused_in_one_line(
+    auth_server: str, tmp_path: Path
+):
+    """MLflow keeps the admin password its user store was made with and ignores a new one."""
+    from pipeline.auth import ServerAuth, check_admin
+    from pipeline.errors import ServerError
+
+    check_admin(auth_server, ServerAuth(tmp_path, ADMIN_PW))
+    with pytest.raises(ServerError, match="not the one .*users.db was created with"):
+        check_admin(auth_server, ServerAuth(tmp_path, "another-admin-password"))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("env", "says"),
     [
