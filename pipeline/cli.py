@@ -11,8 +11,7 @@ from typing import Any
 import click
 
 from gen.data import dataset_id
-from pipeline import protocol_cmd, signals, tracking
-from pipeline.errors import ServerError
+from pipeline import protocol_cmd, server_cmd, signals, tracking
 from pipeline.models_command import models
 from pipeline.params import load_params
 from pipeline.user_errors import UserError, user_errors
@@ -32,7 +31,9 @@ params_option = click.option(
 )
 
 
-@click.group(cls=signals.StoppableGroup, commands=[models, *protocol_cmd.COMMANDS])
+@click.group(
+    cls=signals.StoppableGroup, commands=[models, *protocol_cmd.COMMANDS, *server_cmd.COMMANDS]
+)
 def main() -> None:
     """genbench: train, sample and evaluate generative image models side by side."""
 
@@ -183,39 +184,6 @@ def benchmark_command(params_path: str, models: str | None, seeds: str | None, *
     with lock.hold(lock.command_line()):
         p = load_params(params_path, opts["suite"])  # the suite's values over params.yaml's
         run(p, params_path, _names(models), _int_list(seeds), **opts)
-
-
-@main.command("tracking-server", context_settings={"ignore_unknown_options": True})
-@click.option(
-    "--data",
-    default="tracking-server",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="folder of the server's PostgreSQL cluster and artifacts",
-)
-@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 to serve other hosts")
-@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
-@click.option(
-    "--backend-store-uri",
-    default=None,
-    help="an existing PostgreSQL (postgresql://USER:PASSWORD@HOST/DB) instead of the bundled one",
-)
-@click.argument("mlflow_args", nargs=-1, type=click.UNPROCESSED)
-@user_errors
-def tracking_server(
-    data: str, host: str, port: int, backend_store_uri: str | None, mlflow_args: tuple[str, ...]
-) -> None:
-    """Run a shared MLflow tracking server on PostgreSQL that proxies artifacts, until Ctrl-C.
-    Clients set MLFLOW_TRACKING_URI=http://HOST:PORT; arguments after `--` go to `mlflow server`
-    (for example `-- --allowed-hosts myhost:5000`)."""
-    from pipeline.server import serve
-
-    def ready(url: str) -> None:
-        click.echo(f"tracking server ready: export MLFLOW_TRACKING_URI={url}", err=True)
-
-    code = serve(Path(data), host, port, backend_store_uri, mlflow_args, on_ready=ready)
-    if code not in (0, -15, -2):  # stopped by Ctrl-C or SIGTERM is a normal end
-        raise ServerError(f"mlflow server exited with code {code}")
 
 
 @main.command("copy-runs")

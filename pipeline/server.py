@@ -4,10 +4,12 @@ The server is MLflow's own (`mlflow server --serve-artifacts`): runs and metrics
 PostgreSQL, artifacts to a folder the server owns, and clients only need its URL. Without
 `--backend-store-uri`, a PostgreSQL of the pip package `pgserver` (the `server` extra) is
 started in the data folder, so one command gives a working server on a fresh machine.
+With `auth` (pipeline.auth), every request needs a user: MLflow's basic authentication.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import urllib.request
 import warnings
 from pathlib import Path
 
+from pipeline.auth import ServerAuth, check_admin
 from pipeline.errors import ServerError
 
 
@@ -61,9 +64,11 @@ def serve(
     backend_store_uri: str | None,
     extra: tuple[str, ...] = (),
     on_ready=None,
+    auth: ServerAuth | None = None,
 ) -> int:
-    """Run PostgreSQL (unless given) and `mlflow server` until the server exits or this
-    process gets SIGINT/SIGTERM; then stop both. Returns the server's exit code."""
+    """Run PostgreSQL (unless given) and `mlflow server` (with `auth`, its basic-auth app)
+    until the server exits or this process gets SIGINT/SIGTERM; then stop both. Returns the
+    server's exit code."""
     postgres = None
     if backend_store_uri is None:
         backend_store_uri, postgres = local_postgres(data / "postgres")
@@ -81,28 +86,50 @@ def serve(
         host,
         "--port",
         str(port),
+        *(("--app-name", "basic-auth") if auth is not None else ()),
         *extra,
     ]
-    process = subprocess.Popen(cmd)
+    env = {**os.environ, **(auth.environment() if auth is not None else {})}
+    # Its own session: `mlflow server` starts workers and job runners that must stop with it.
+    process = subprocess.Popen(cmd, env=env, start_new_session=True)
 
     def stop(signum, frame) -> None:  # the server first, then the database it writes to
-        process.terminate()
+        _signal_group(process, signal.SIGTERM)
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         wait_healthy(url, process, timeout=600)
+        if auth is not None:
+            check_admin(url, auth)
         if on_ready is not None:
             on_ready(url)
         return process.wait()
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop_group(process, grace=30)
         for s, handler in old.items():
             signal.signal(s, handler)
         if postgres is not None:
             postgres.cleanup()
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> bool:
+    """`signum` to the server and every process it started (its session's group); False
+    once none of them is left."""
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _stop_group(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to the server's group, SIGKILL to what is left of it after `grace` seconds."""
+    _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if process.poll() is not None and not _signal_group(process, 0):
+            return
+        time.sleep(0.2)
+    _signal_group(process, signal.SIGKILL)
+    process.wait()

@@ -90,6 +90,9 @@ def _check_server(uri: str) -> None:
             f"{HEALTH_TIMEOUT_S} s ({reason}); start it, or unset MLFLOW_TRACKING_URI to use "
             "the local store mlflow.db"
         ) from None
+    from pipeline.auth import check_credentials  # a server with users: is this one of them?
+
+    check_credentials(uri)
 
 
 def _check_sqlite(path: Path) -> None:
