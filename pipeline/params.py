@@ -195,6 +195,7 @@ class Params:
     train: TrainSettings
     eval: EvalSettings
     benchmark: BenchmarkSettings
+    path: str = "params.yaml"  # the file read, for messages
 
     def model_section(self, name: str | None = None) -> dict[str, Any]:
         return self.raw.get(name or self.model) or {}
@@ -242,6 +243,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         train=from_dict(TrainSettings, "train", raw.get("train")),
         eval=from_dict(EvalSettings, "eval", raw.get("eval")),
         benchmark=from_dict(BenchmarkSettings, "benchmark", raw.get("benchmark")),
+        path=str(path),
     )
     # The model's own keys, and whether it can train on this data: before any stage runs.
     check_data(model, params.model_section(), params.data)
