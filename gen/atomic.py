@@ -30,6 +30,8 @@ def _remove(path: Path) -> None:
 def _move_into_place(new: Path, dest: Path) -> None:
     """Rename `new` onto `dest`: one rename for a file; a folder in its place is moved aside
     first and removed once the new one is in."""
+    if dest.is_symlink() and new.is_dir():  # a link to DVC's cache: a folder cannot replace it
+        dest.unlink()
     if not (dest.is_dir() and not dest.is_symlink()):
         os.replace(new, dest)
         return

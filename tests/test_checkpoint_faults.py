@@ -515,7 +515,13 @@ def test_a_full_disk_while_preparing_keeps_the_prepared_data(here):
 def test_the_data_row_is_failed_not_running_when_the_artifact_store_refuses(here):
     before = rows(here, "select count(*) from runs where status = 'FAILED'")[0][0]
     files = results(here)
-    code, output = with_fault(lambda mp: _artifact_store_fails(mp, read_only), ["reference"])
+
+    def fault(mp: pytest.MonkeyPatch) -> None:
+        _artifact_store_fails(mp, read_only)
+        # The figures are not what is tested here, and cost seconds: a row of the right form.
+        mp.setattr("pipeline.stages.E.reference_rows", lambda *a: {"classifier": [{"fid": 1.0}]})
+
+    code, output = with_fault(fault, ["reference"])
     one_error_line(code, output, "MLflow artifact store")
     assert running(here) == 0
     assert rows(here, "select count(*) from runs where status = 'FAILED'")[0][0] == before + 1
@@ -545,3 +551,37 @@ def test_a_resumable_checkpoint_whose_weights_do_not_fit_is_one_line(here):
         f.unlink()
     one_error_line(code, output, "runs/wip/pixelcnn.pt': its weights do not fit")
     assert "delete it to train from scratch" in output
+
+
+# ------------------------------------------------------------------ whole or not at all
+def test_staged_outputs_replace_files_and_folders_only_once_all_are_written(tmp_path):
+    from gen.atomic import staged
+
+    out, folder = tmp_path / "out.json", tmp_path / "figures"
+    out.write_text("old")
+    folder.mkdir()
+    (folder / "old.png").write_text("old")
+    with pytest.raises(OSError), staged(out, folder) as (new_out, new_folder):
+        new_out.write_text("new")
+        no_space()
+    assert out.read_text() == "old" and [p.name for p in folder.iterdir()] == ["old.png"]
+    with staged(out, folder) as (new_out, new_folder):
+        new_out.write_text("new")
+        new_folder.mkdir()
+        (new_folder / "new.png").write_text("new")
+    assert out.read_text() == "new" and [p.name for p in folder.iterdir()] == ["new.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "out.json"]
+
+
+def test_a_refused_torch_save_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    from gen.atomic import save_tensors
+
+    path = tmp_path / "model.pt"
+    save_tensors({"step": 1}, path)
+    disk_full_at(monkeypatch, "model.pt")
+    with pytest.raises(OSError) as info:
+        save_tensors({"step": 2}, path)
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
