@@ -110,12 +110,18 @@ def check_data(ckpt: dict[str, Any], path: Path, meta: DataMeta, data_hash: str 
         )
 
 
-def check_run(ckpt: dict[str, Any], path: Path, run_id: str, tags: dict[str, str]) -> None:
+def check_run(
+    ckpt: dict[str, Any],
+    path: Path,
+    run_id: str,
+    tags: dict[str, str],
+    fix: str = f"{RETRAIN}, which makes a run of its own",
+) -> None:
     """The checkpoint (or a run identity with the same keys) is what the MLflow run `run_id`
-    was made for: its model, seed, config and data tags (those the run has)."""
+    was made for: its model, seed, config and data tags (those the run has); `fix` says what
+    to do when it is not."""
     name = ckpt["name"]
     run = f"the MLflow run {run_id} it would log to"
-    fix = f"{RETRAIN}, which makes a run of its own"
     if tags.get("model") != name:
         raise CheckpointError(
             f"{path} holds a '{name}' checkpoint but {run} is of model '{tags.get('model')}'; {fix}"

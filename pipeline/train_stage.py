@@ -170,7 +170,8 @@ def _resumed_run(wip: Path, resumes_at: int | None, identity: dict[str, Any]) ->
     status = tracking.run_status(run_id) if run_id else None
     if status not in ("RUNNING", "FAILED", "KILLED"):
         return None
-    checkpoints.check_run(identity, wip, run_id, tracking.run_tags(run_id))
+    fix = f"delete {sidecar} to resume it in a run of its own"
+    checkpoints.check_run(identity, wip, run_id, tracking.run_tags(run_id), fix)
     return run_id
 
 

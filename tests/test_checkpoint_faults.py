@@ -528,8 +528,9 @@ def test_the_data_row_is_failed_not_running_when_the_artifact_store_refuses(here
     assert results(here) == files and not leftovers(here)
 
 
-def test_a_resumable_checkpoint_whose_weights_do_not_fit_is_one_line(here):
-    """A kill left runs/wip/ with this run's checkpoint; its weights were damaged since."""
+def test_a_resumable_checkpoint_of_another_run_or_whose_weights_do_not_fit_is_one_line(here):
+    """A kill left runs/wip/ with this run's checkpoint; then its note names another model's
+    run, or its weights were damaged: `genbench train` says so before touching any run."""
     import gen.trainer
 
     real = gen.trainer.save_checkpoint
@@ -539,18 +540,25 @@ def test_a_resumable_checkpoint_whose_weights_do_not_fit_is_one_line(here):
         raise KeyboardInterrupt  # killed right after the first checkpoint
 
     wip = here / "runs" / "wip" / "pixelcnn.pt"
+    note = wip.with_suffix(".json")
     with kept(here / "runs" / "run.json"):  # the killed attempt's run, KILLED
         with_fault(lambda mp: mp.setattr(gen.trainer, "save_checkpoint", save_then_die), ["train"])
+        with kept(note):
+            note.write_text(json.dumps({"run_id": data_row_run(here)}))
+            before, files = store(here), results(here)
+            other_run = invoke(["train"])
+            assert store(here) == before and results(here) == files
         ckpt = torch.load(wip, weights_only=True)
         without_a_weight(ckpt)
         torch.save(ckpt, wip)
         before, files = store(here), results(here)
-        code, output = invoke(["train"])
+        damaged = invoke(["train"])
         assert store(here) == before and results(here) == files and running(here) == 0
     for f in wip.parent.glob("*"):
         f.unlink()
-    one_error_line(code, output, "runs/wip/pixelcnn.pt': its weights do not fit")
-    assert "delete it to train from scratch" in output
+    one_error_line(*other_run, "is of model 'data'; delete runs/wip/pixelcnn.json to resume it")
+    one_error_line(*damaged, "runs/wip/pixelcnn.pt': its weights do not fit")
+    assert "delete it to train from scratch" in damaged[1]
 
 
 # ------------------------------------------------------------------ whole or not at all
