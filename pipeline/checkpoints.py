@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from gen.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from gen.checkpoint import CheckpointError, model_from_checkpoint
 from gen.config import as_dict, from_dict
 from gen.data import DataMeta, Split
 from gen.registry import model_class
@@ -32,14 +32,18 @@ def config_digest(name: str, config: dict[str, Any]) -> str:
 
 
 def checked_model(
-    p: Params, path: Path, split: Split, data_hash: str | None, device: torch.device
-) -> tuple[dict[str, Any], Any]:
-    """The checkpoint at `path` and its model, once checked against the params and the data
-    prepared now (`data_hash`: their split hash); nothing is logged before this passes."""
-    ckpt = load_checkpoint(path)
+    p: Params,
+    path: Path,
+    ckpt: dict[str, Any],
+    split: Split,
+    data_hash: str | None,
+    device: torch.device,
+) -> Any:
+    """The model of checkpoint `ckpt` (read from `path`), once checked against the params
+    and the data prepared now (`data_hash`: their split hash); nothing is logged before."""
     check_params(ckpt, path, p)
     check_data(ckpt, path, split.meta, data_hash)
-    return ckpt, model_from_checkpoint(ckpt, device, path)
+    return model_from_checkpoint(ckpt, device, path)
 
 
 def run_tags(ckpt: dict[str, Any]) -> dict[str, str]:

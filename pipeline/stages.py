@@ -19,6 +19,7 @@ import torch
 from gen import classifier as clf
 from gen import evaluation as E
 from gen.atomic import save_tensors, staged, write_text
+from gen.checkpoint import load_checkpoint
 from gen.conditions import draw
 from gen.data import Split, dataset_id, load_split, save_split
 from gen.datasets import load
@@ -205,9 +206,10 @@ def _run_id(p: Params, ckpt: dict[str, Any], family: str, stage: str) -> str:
 def _checked(p: Params, device: torch.device) -> tuple[Split, dict[str, Any], Any]:
     """The prepared data, and the checkpoint and its model checked against the params and
     that data: before anything is logged."""
+    ckpt = load_checkpoint(CHECKPOINT)  # a corrupt or refused file is said first
     split = load_split(PREPARED)
     data_hash = provenance.split_hash(PREPARED)
-    ckpt, model = checkpoints.checked_model(p, CHECKPOINT, split, data_hash, device)
+    model = checkpoints.checked_model(p, CHECKPOINT, ckpt, split, data_hash, device)
     return split, ckpt, model
 
 

@@ -543,8 +543,10 @@ def test_a_resumable_checkpoint_of_another_run_or_whose_weights_do_not_fit_is_on
     note = wip.with_suffix(".json")
     with kept(here / "runs" / "run.json"):  # the killed attempt's run, KILLED
         with_fault(lambda mp: mp.setattr(gen.trainer, "save_checkpoint", save_then_die), ["train"])
-        with kept(note):
-            note.write_text(json.dumps({"run_id": data_row_run(here)}))
+        with kept(note):  # an interrupted attempt at a vae, which it would continue
+            vae = tracking.start_run("digits", "vae", "latent-variable", {}, 0)
+            tracking.finish(vae, "KILLED")
+            note.write_text(json.dumps({"run_id": vae}))
             before, files = store(here), results(here)
             other_run = invoke(["train"])
             assert store(here) == before and results(here) == files
@@ -556,7 +558,7 @@ def test_a_resumable_checkpoint_of_another_run_or_whose_weights_do_not_fit_is_on
         assert store(here) == before and results(here) == files and running(here) == 0
     for f in wip.parent.glob("*"):
         f.unlink()
-    one_error_line(*other_run, "is of model 'data'; delete runs/wip/pixelcnn.json to resume it")
+    one_error_line(*other_run, "is of model 'vae'; delete runs/wip/pixelcnn.json to resume it")
     one_error_line(*damaged, "runs/wip/pixelcnn.pt': its weights do not fit")
     assert "delete it to train from scratch" in damaged[1]
 
