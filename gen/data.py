@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from gen.atomic import save_tensors, write_text
 from gen.config import (
     KEY_ONLY,
     WITH_VALUE,
@@ -177,10 +178,10 @@ def save_split(split: Split, folder: Path) -> None:
     keys = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
     keys += ("train_caption", "test_caption")
     tensors = {k: getattr(split, k) for k in keys if getattr(split, k) is not None}
-    torch.save(tensors, folder / "data.pt")
+    save_tensors(tensors, folder / "data.pt")  # a full disk: an OSError naming the file
     if split.domains is not None:
-        torch.save(split.domains.tensors(), folder / "domains.pt")
-    (folder / "meta.json").write_text(json.dumps(split.meta.__dict__, indent=2) + "\n")
+        save_tensors(split.domains.tensors(), folder / "domains.pt")
+    write_text(folder / "meta.json", json.dumps(split.meta.__dict__, indent=2) + "\n")
 
 
 def load_split(folder: Path) -> Split:

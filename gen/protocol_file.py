@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gen.atomic import save_tensors
 from gen.data import DataMeta
 from gen.features import Features
 
@@ -99,14 +99,10 @@ def content_hash(payload: dict[str, Any]) -> str:
 
 
 def write(pf: ProtocolFile, path: Path) -> None:
-    """Write atomically (a temporary file, then a rename)."""
+    """Write atomically (a temporary file, then a rename); a full disk is an OSError naming it."""
     payload = _payload(pf)
     payload["content_hash"] = content_hash(payload)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_tensors(payload, Path(path))
 
 
 def read(path: Path) -> ProtocolFile:

@@ -24,7 +24,14 @@ import torch.distributed as dist
 
 from gen import distributed
 from gen.batches import Batches, on_device
-from gen.checkpoint import load_checkpoint, run_identity, same_run, save_checkpoint
+from gen.checkpoint import (
+    CheckpointError,
+    first_line,
+    load_checkpoint,
+    run_identity,
+    same_run,
+    save_checkpoint,
+)
 from gen.config import ConfigError
 from gen.flops import StepFlops
 from gen.loss_sums import LossSums
@@ -347,23 +354,30 @@ class Trainer:
                 stacklevel=2,
             )
             return None
-        self.model.load_state_dict(ckpt["state_dict"])
-        for phase, state in ckpt.get("optimisers", {}).items():
-            self.optimisers[phase].load_state_dict(state)
-        self.batches.load_state(ckpt["batches"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        try:  # its identity matched: what it holds must fit, or it is one line, not a traceback
+            self.model.load_state_dict(ckpt["state_dict"])
+            for phase, state in ckpt.get("optimisers", {}).items():
+                self.optimisers[phase].load_state_dict(state)
+            self.batches.load_state(ckpt["batches"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            result = TrainResult(
+                ckpt["step"],
+                ckpt["seconds"],
+                ckpt["images_seen"],
+                ckpt["history"],
+                ckpt.get("curve_seconds", 0.0),
+            )
+        except Exception as exc:
+            raise CheckpointError(
+                f"checkpoint '{path}' names this run ({self.model.name}, step {ckpt.get('step')}) "
+                f"but cannot be resumed ({first_line(exc)}); delete it to train from scratch"
+            ) from None
         # Older checkpoints have no "cuda_rng"; ranks restore their own (`set_rng`) and touch
         # no other rank's GPU.
         if self.on_cuda and torch.cuda.is_available() and self.world == 1:
             for i, state in enumerate(ckpt.get("cuda_rng", [])[: torch.cuda.device_count()]):
                 torch.cuda.set_rng_state(state, i)
-        self.result = TrainResult(
-            ckpt["step"],
-            ckpt["seconds"],
-            ckpt["images_seen"],
-            ckpt["history"],
-            ckpt.get("curve_seconds", 0.0),
-        )
+        self.result = result
         return ckpt
 
     def _loss_function(self, resumed: dict[str, Any] | None) -> Callable[..., Any]:

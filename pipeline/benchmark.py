@@ -80,9 +80,9 @@ def run(
         settings = {"models": ",".join(names), "seeds": ",".join(map(str, seeds))}
         settings.update(selection.settings(p.suite))
         parent = tracking.start_benchmark(dataset, name, settings)
-        tracking.set_tags(parent, fp)
         os.environ[tracking.PARENT_ENV] = parent
-        with tracking.failing(parent):
+        with tracking.failing(parent, "benchmark"):
+            tracking.set_tags(parent, fp)
             if jobs > 1:
                 t0 = time.perf_counter()
                 planned = _longest_first(p, planned)

@@ -212,6 +212,7 @@ class Params:
     eval: EvalSettings
     benchmark: BenchmarkSettings
     suite: str | None = None  # the recipe (presets/) merged over params.yaml's values
+    path: str = "params.yaml"  # the file read, for messages
 
     def model_section(self, name: str | None = None) -> dict[str, Any]:
         return self.raw.get(name or self.model) or {}
@@ -244,10 +245,10 @@ def load_params(path: str | Path = "params.yaml", suite: str | None = None) -> P
     if suite is not None:
         suite = resolve_suite(raw, suite)
         raw = suite_values(raw, suite)
-    return params_from(raw, suite)
+    return params_from(raw, suite, str(path))
 
 
-def params_from(raw: dict[str, Any], suite: str | None = None) -> Params:
+def params_from(raw: dict[str, Any], suite: str | None = None, path: str = "params.yaml") -> Params:
     """Validated params from the values of a params file (with recipe `suite`'s over them)."""
     model = raw.get("model")
     if not isinstance(model, str):  # the list of models is made only when it is shown
@@ -265,6 +266,7 @@ def params_from(raw: dict[str, Any], suite: str | None = None) -> Params:
         eval=from_dict(EvalSettings, "eval", raw.get("eval")),
         benchmark=from_dict(BenchmarkSettings, "benchmark", raw.get("benchmark")),
         suite=suite,
+        path=path,
     )
     # The model's own keys, and whether it can train on this data: before any stage runs.
     check_data(model, params.model_section(), params.data)

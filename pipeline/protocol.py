@@ -21,6 +21,7 @@ import yaml
 
 from gen import classifier as clf
 from gen import protocol_file as pfile
+from gen.atomic import replacing, save_tensors, staged, write_text
 from gen.config import ConfigError
 from gen.data import load_split
 from gen.features import extract
@@ -193,24 +194,24 @@ def use(p: Params) -> dict[str, Any]:
     split = load_split(stages.PREPARED)
     here = provenance.split_hash(stages.PREPARED)
     check_fits(pf, path, p.raw.get("data") or {}, p.raw.get("eval") or {}, here)
-    if stages.CLASSIFIERS.exists():
-        shutil.rmtree(stages.CLASSIFIERS)
-    stages.CLASSIFIERS.mkdir(parents=True)
-    for space, ckpt in pf.rulers.items():
-        torch.save(ckpt, stages.CLASSIFIERS / f"{space}.pt")
-    net = clf.load_classifier(stages.CLASSIFIER)
-    out: dict[str, Any] = {
-        "classifier_test_accuracy": clf.accuracy(net, split.test_x, split.test_y),
-        "classifier_train_accuracy": clf.accuracy(net, split.train_x, split.train_y),
-    }
-    d = split.domains
-    if d is not None and stages.DOMAIN_CLASSIFIER.exists():
-        joint = clf.load_classifier(stages.DOMAIN_CLASSIFIER)
-        labels, domains = clf.predict_joint(joint, d.test_x, split.meta.n_classes)
-        out["domain_classifier_domain_accuracy"] = float((domains == d.test_d).float().mean())
-        out["domain_classifier_label_accuracy"] = float((labels == d.test_y).float().mean())
-    out.update(protocol_file=str(path), protocol_file_sha256=digest)
-    stages.write_json(stages.CLASSIFIER_METRICS, out)
+    # The earlier rulers stay until the new ones and their figures are whole (a full disk).
+    with staged(stages.CLASSIFIERS, stages.CLASSIFIER_METRICS) as (folder, metrics):
+        folder.mkdir()
+        for space, ckpt in pf.rulers.items():
+            save_tensors(ckpt, folder / f"{space}.pt")
+        net = clf.load_classifier(folder / stages.CLASSIFIER.name)
+        out: dict[str, Any] = {
+            "classifier_test_accuracy": clf.accuracy(net, split.test_x, split.test_y),
+            "classifier_train_accuracy": clf.accuracy(net, split.train_x, split.train_y),
+        }
+        d, joint_path = split.domains, folder / stages.DOMAIN_CLASSIFIER.name
+        if d is not None and joint_path.exists():
+            joint = clf.load_classifier(joint_path)
+            labels, domains = clf.predict_joint(joint, d.test_x, split.meta.n_classes)
+            out["domain_classifier_domain_accuracy"] = float((domains == d.test_d).float().mean())
+            out["domain_classifier_label_accuracy"] = float((labels == d.test_y).float().mean())
+        out.update(protocol_file=str(path), protocol_file_sha256=digest)
+        stages.write_json(metrics, out)
     return out
 
 
@@ -239,14 +240,12 @@ def import_file(p: Params, params_path: Path, source: Path) -> dict[str, Any]:
     text = params_path.read_text()
     edited = set_param_line(text, "classifier", "protocol", dest.as_posix())
     if not in_place:
-        PROTOCOLS.mkdir(exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copyfile(source, tmp)
-        tmp.replace(dest)
+        with replacing(dest) as tmp:
+            shutil.copyfile(source, tmp)
     pins[dest.name] = digest
     sums = "".join(f"{pins[name]}  {name}\n" for name in sorted(pins))
-    (PROTOCOLS / SUMS).write_text(sums)
-    params_path.write_text(edited)
+    write_text(PROTOCOLS / SUMS, sums)  # each whole or unchanged (a full disk)
+    write_text(params_path, edited)
     return {
         "protocol_file": dest.as_posix(),
         "sha256": digest,

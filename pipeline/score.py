@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from gen import evaluation as E
+from gen.atomic import save_tensors
 from gen.config import from_dict
 from gen.data import DataConfig, DataMeta, Split, dataset_id, load_split
 from gen.features import Features, extract
@@ -105,7 +106,7 @@ def _from_file(path: Path, stack: ExitStack) -> Ruler:
     e = from_dict(EvalSettings, "eval", pf.info["eval"])
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="genbench-ruler-")))
     for space, ckpt in pf.rulers.items():
-        torch.save(ckpt, folder / f"{space}.pt")
+        save_tensors(ckpt, folder / f"{space}.pt")  # a full disk: one line naming the file
     prot = E.Protocol(
         extractor=pf.info["extractor"],
         classifier=folder / "classes.pt",

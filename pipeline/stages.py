@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,14 +18,15 @@ import torch
 
 from gen import classifier as clf
 from gen import evaluation as E
-from gen.checkpoint import load_checkpoint, model_from_checkpoint
+from gen.atomic import save_tensors, staged, write_text
+from gen.checkpoint import load_checkpoint
 from gen.conditions import draw
 from gen.data import Split, dataset_id, load_split, save_split
 from gen.datasets import load
 from gen.features import resolve_weights
 from gen.models.base import count_params
 from gen.runtime import pick_device
-from pipeline import provenance, tracking
+from pipeline import checkpoints, provenance, tracking
 from pipeline.params import Params
 
 PREPARED = Path("data/prepared")
@@ -67,10 +67,7 @@ def ruler_pinned() -> bool:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
+    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def use_threads(p: Params) -> None:
@@ -98,9 +95,8 @@ def log_stage_time(run_id: str, stage: str) -> None:
 
 def prepare(p: Params) -> dict[str, Any]:
     split = load(p.data)
-    if PREPARED.exists():
-        shutil.rmtree(PREPARED)
-    save_split(split, PREPARED)
+    with staged(PREPARED) as (folder,):  # the earlier data stay until the new are whole
+        save_split(split, folder)
     sizes = {"train": len(split.train_x), "val": len(split.val_x), "test": len(split.test_x)}
     return {**sizes, **split.meta.__dict__}
 
@@ -128,23 +124,26 @@ def train_classifier(p: Params) -> dict[str, Any]:
         device=device,
     )
     net = net.cpu()
-    if CLASSIFIERS.exists():
-        shutil.rmtree(CLASSIFIERS)
-    CLASSIFIERS.mkdir(parents=True)
-    torch.save(clf.classifier_checkpoint(net, p.classifier), CLASSIFIER)
     out = {
         "classifier_test_accuracy": clf.accuracy(net, split.test_x, split.test_y),
         "classifier_train_accuracy": clf.accuracy(net, split.train_x, split.train_y),
         "classifier_seconds": time.perf_counter() - t0,
         "classifier_cpu_kernels": torch.backends.cpu.get_cpu_capability(),
     }
-    if split.domains is not None:
-        out.update(_train_domain_classifier(p, split, device))
-    write_json(CLASSIFIER_METRICS, out)
+    # The earlier rulers stay until the new ones and their figures are whole.
+    with staged(CLASSIFIERS, CLASSIFIER_METRICS) as (folder, metrics):
+        folder.mkdir()
+        save_tensors(clf.classifier_checkpoint(net, p.classifier), folder / CLASSIFIER.name)
+        if split.domains is not None:
+            domains = folder / DOMAIN_CLASSIFIER.name
+            out.update(_train_domain_classifier(p, split, device, domains))
+        write_json(metrics, out)
     return out
 
 
-def _train_domain_classifier(p: Params, split: Split, device: torch.device) -> dict[str, float]:
+def _train_domain_classifier(
+    p: Params, split: Split, device: torch.device, path: Path
+) -> dict[str, float]:
     """One classifier of (domain, class) pairs: it tells both what digit a translated image
     shows and which domain it looks like, and its features score translations (FID)."""
     d, k = split.domains, split.meta.n_classes
@@ -159,7 +158,7 @@ def _train_domain_classifier(p: Params, split: Split, device: torch.device) -> d
         p.classifier.seed,
         device,
     ).cpu()
-    torch.save(clf.classifier_checkpoint(net, cfg), DOMAIN_CLASSIFIER)
+    save_tensors(clf.classifier_checkpoint(net, cfg), path)
     labels, domains = clf.predict_joint(net, d.test_x, k)
     return {
         "domain_classifier_domain_accuracy": float((domains == d.test_d).float().mean()),
@@ -184,31 +183,46 @@ def run_params(p: Params) -> dict[str, Any]:
     }
 
 
-def _run_id(p: Params, family: str) -> str:
-    """The run the train stage made (marked RUNNING again if an earlier sample or evaluate
-    attempt failed in it); a new one if that run is gone (deleted store, run cache)."""
-    info = json.loads(RUN_INFO.read_text()) if RUN_INFO.exists() else {}
+def _run_id(p: Params, ckpt: dict[str, Any], family: str, stage: str) -> str:
+    """The run the train stage made, once it is checked to be the checkpoint's (marked RUNNING
+    again if an earlier sample or evaluate attempt failed in it; a FINISHED one stays so); a
+    new one, tagged from the checkpoint, if that run is gone (deleted store, run cache)."""
+    info = checkpoints.read_json(RUN_INFO, "train again (`genbench train`)", missing_ok=True)
     run_id = info.get("run_id")
     status = tracking.run_status(run_id) if run_id else None
-    if status in ("FAILED", "KILLED"):
-        tracking.reopen(run_id)
     if status is not None:
+        checkpoints.check_run(ckpt, CHECKPOINT, run_id, tracking.run_tags(run_id))
+        if status in ("FAILED", "KILLED"):
+            tracking.reopen(run_id)
         return run_id
-    run_id = tracking.start_run(dataset_id(p.data), p.model, family, run_params(p), p.seed)
-    write_json(RUN_INFO, {**info, "run_id": run_id})
+    seed = ckpt.get("seed", p.seed)
+    tags = checkpoints.run_tags(ckpt)
+    run_id = tracking.start_run(dataset_id(p.data), ckpt["name"], family, run_params(p), seed, tags)
+    with tracking.failing(run_id, stage):
+        write_json(RUN_INFO, {**info, "run_id": run_id})
     return run_id
+
+
+def _checked(p: Params, device: torch.device) -> tuple[Split, dict[str, Any], Any]:
+    """The prepared data, and the checkpoint and its model checked against the params and
+    that data: before anything is logged."""
+    ckpt = load_checkpoint(CHECKPOINT)  # a corrupt or refused file is said first
+    split = load_split(PREPARED)
+    data_hash = provenance.split_hash(PREPARED)
+    model = checkpoints.checked_model(p, CHECKPOINT, ckpt, split, data_hash, device)
+    return split, ckpt, model
 
 
 def sample(p: Params) -> dict[str, Any]:
     from gen.plots import save_grid
 
     use_threads(p)
-    ckpt = load_checkpoint(CHECKPOINT)
     device = pick_device(p.train.device)
-    model = model_from_checkpoint(ckpt, device)
-    run_id = _run_id(p, model.family)
-    with tracking.failing(run_id):
-        split = load_split(PREPARED)
+    split, ckpt, model = _checked(p, device)
+    run_id = _run_id(p, ckpt, model.family, "sample")
+    # Samples, their figures and figures' file are replaced together once logged, or not at all.
+    outputs = staged(SAMPLES, SAMPLE_INFO, FIGURES)
+    with tracking.failing(run_id, "sample"), outputs as (samples, info, figures):
         g = torch.Generator().manual_seed(p.seed)
         n, bs = p.eval.n_samples, p.eval.batch_size
         conds = model.condition.sampling_conditions(model, split, n, g)
@@ -217,22 +231,19 @@ def sample(p: Params) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
-        saved = {"images": x}
+        saved = {"images": x, checkpoints.SAMPLES_KEY: checkpoints.file_digest(CHECKPOINT)}
         if conds is not None:
             fields = ("labels", "sources", "targets", "source_domains")
             saved.update({k: getattr(conds, k) for k in fields if getattr(conds, k) is not None})
-        torch.save(saved, SAMPLES)
-        if FIGURES.exists():
-            shutil.rmtree(FIGURES)
-        save_grid(x[:100], model.meta.levels, SAMPLE_GRID)
-        extra = model_figures(model, split, FIGURES, p.seed)
+        save_tensors(saved, samples)
+        grid = save_grid(x[:100], model.meta.levels, figures / SAMPLE_GRID.name)
+        extra = model_figures(model, split, figures, p.seed)
         out = {"sample_images_per_s": n / seconds, "sample_seconds": seconds}
-        write_json(SAMPLE_INFO, out)
-        tracking.log_metrics(run_id, out)
-        tracking.log_artifact(run_id, SAMPLE_GRID, "samples")
+        write_json(info, out)
+        tracking.log_artifact(run_id, grid, "samples")
         for path in extra:
             tracking.log_artifact(run_id, path, "figures")
-        log_stage_time(run_id, "sample")
+        tracking.log_metrics(run_id, {**out, "time/sample": process_seconds()})  # the last write
         return out
 
 
@@ -309,13 +320,14 @@ def _stale(run_id: str, out: dict[str, Any]) -> dict[str, float]:
 def evaluate(p: Params) -> dict[str, Any]:
     protocol = eval_protocol(p)
     use_threads(p)
-    split = load_split(PREPARED)
-    ckpt = load_checkpoint(CHECKPOINT)
     device = pick_device(p.train.device)
-    model = model_from_checkpoint(ckpt, device)
-    run_id = _run_id(p, model.family)
-    with tracking.failing(run_id):
-        saved = torch.load(SAMPLES, weights_only=True)
+    split, ckpt, model = _checked(p, device)
+    saved = checkpoints.load_samples(SAMPLES, CHECKPOINT)
+    drawn = checkpoints.read_json(SAMPLE_INFO, "run `genbench sample` again")
+    run_id = _run_id(p, ckpt, model.family, "evaluate")
+    # A failure from here on logs no metric rows and leaves metrics.json as it was; the
+    # metrics are the run's last write before it is marked FINISHED.
+    with tracking.failing(run_id, "evaluate"), staged(METRICS) as (metrics,):
         out = E.evaluate_model(model, split, saved, protocol, p.seed, device)
         out.update(model=ckpt["name"], dataset=dataset_id(p.data), params=count_params(model))
         out["seed"] = ckpt.get("seed", p.seed)
@@ -333,11 +345,10 @@ def evaluate(p: Params) -> dict[str, Any]:
             out["exact_test_bpd"] = exact
         if CLASSIFIER_METRICS.exists():
             out.update(json.loads(CLASSIFIER_METRICS.read_text()))
-        out["sample_images_per_s"] = json.loads(SAMPLE_INFO.read_text())["sample_images_per_s"]
+        out["sample_images_per_s"] = drawn.get("sample_images_per_s")
         fp = fingerprint(p, protocol)
         out["protocol"] = fp["protocol"]
-        write_json(METRICS, out)
-        tracking.log_metrics(run_id, {**_stale(run_id, out), **_numbers(out)})
+        write_json(metrics, out)
         tracking.set_tags(
             run_id,
             {
@@ -346,10 +357,11 @@ def evaluate(p: Params) -> dict[str, Any]:
                 **fp,
             },
         )
-        tracking.log_artifact(run_id, METRICS)
+        tracking.log_artifact(run_id, metrics)
         tracking.log_artifact(run_id, CHECKPOINT, "checkpoint")
         tracking.log_model(run_id, model)
-        log_stage_time(run_id, "evaluate")
+        figures = {**_stale(run_id, out), **_numbers(out), "time/evaluate": process_seconds()}
+        tracking.log_metrics(run_id, figures)
         tracking.finish(run_id, "FINISHED")
         return out
 
@@ -365,14 +377,15 @@ def reference(p: Params) -> dict[str, Any]:
     fp = fingerprint(p, protocol)
     ds = dataset_id(p.data)
     out = {"dataset": ds, "protocol": fp["protocol"], "draws": rows}
-    write_json(REFERENCE, out)
     run_id = tracking.start_run(
         ds, "data", "data", {"data": p.raw.get("data", {}), "eval": p.raw.get("eval", {})}, None
     )
-    tracking.set_tags(run_id, fp)
-    for space, draws in rows.items():
-        for i, row in enumerate(draws):
-            tracking.log_metrics(run_id, {f"{space}/{k}": v for k, v in row.items()}, i)
-    tracking.log_artifact(run_id, REFERENCE)
-    tracking.finish(run_id, "FINISHED")
+    with tracking.failing(run_id, "reference"), staged(REFERENCE) as (path,):
+        write_json(path, out)
+        tracking.set_tags(run_id, fp)
+        tracking.log_artifact(run_id, path)
+        for space, draws in rows.items():
+            for i, row in enumerate(draws):
+                tracking.log_metrics(run_id, {f"{space}/{k}": v for k, v in row.items()}, i)
+        tracking.finish(run_id, "FINISHED")
     return {"protocol": fp["protocol"], "draws": {k: len(v) for k, v in rows.items()}}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -224,8 +225,6 @@ def last_steps(run_id: str) -> dict[str, int]:
 
 
 def log_metrics(run_id: str, metrics: dict[str, float | None], step: int = 0) -> None:
-    import time
-
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -242,7 +241,16 @@ def log_params(run_id: str, params: dict[str, Any]) -> None:
 
 
 def log_artifact(run_id: str, path: Path, folder: str | None = None) -> None:
-    connect().log_artifact(run_id, str(path), folder)
+    """Copy `path` into the run's artifacts; a store that cannot take it (full, read-only) is
+    one TrackingError naming where the artifacts go."""
+    client = connect()
+    try:
+        client.log_artifact(run_id, str(path), folder)
+    except OSError as exc:
+        where = client.get_run(run_id).info.artifact_uri
+        raise TrackingError(
+            f"the MLflow artifact store {where} cannot take {path}: {exc.strerror or exc}"
+        ) from None
 
 
 def log_dataset(run_id: str, name: str, digest: str, source: str, profile: dict) -> None:
@@ -273,7 +281,7 @@ def log_model(run_id: str, model: Any, name: str = "model") -> str:
     import mlflow
     import mlflow.pytorch
 
-    connect()
+    status = connect().get_run(run_id).info.status  # FINISHED when a finished run is rescored
     requirements = [f"genbench=={version('genbench')}", f"torch=={version('torch')}"]
     with mlflow.start_run(run_id=run_id):  # the run goes on: its stage finishes it
         # Pickled, not the traced "pt2" format: a generative model is used through `sample`,
@@ -284,7 +292,7 @@ def log_model(run_id: str, model: Any, name: str = "model") -> str:
             pip_requirements=requirements,
             serialization_format="pickle",
         )
-    connect().update_run(run_id, status="RUNNING")  # leaving the block marked it FINISHED
+    connect().update_run(run_id, status=status)  # leaving the block marked it FINISHED
     return info.model_id
 
 
@@ -319,16 +327,35 @@ def finish(run_id: str, status: str = "FINISHED") -> None:
     connect().set_terminated(run_id, status=status)
 
 
+FAILED_RERUN_TAG = "genbench.failed_rerun"  # on a FINISHED run: a later attempt that failed
+
+
 @contextmanager
-def failing(run_id: str) -> Iterator[None]:
+def failing(run_id: str, stage: str = "a stage") -> Iterator[None]:
     """Work logged into `run_id`: if it raises, the run is marked FAILED (KILLED on Ctrl-C)
-    rather than left RUNNING, and the error goes on."""
+    rather than left RUNNING, and the error goes on. A run FINISHED before the work began
+    stays FINISHED with its end time (finished work is never demoted): the failed attempt is
+    recorded in its tag `genbench.failed_rerun` instead ("evaluate FAILED at <time>: ...")."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        info = connect().get_run(run_id).info
+        ended = info.end_time if info.status == "FINISHED" else None
+    except MlflowException:  # no such run: nothing to keep
+        ended = None
     try:
         yield
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         with suppress(Exception):  # a store that is itself the problem must not hide the error
-            finish(run_id, status)
+            if ended is None:
+                finish(run_id, status)
+            else:
+                error = " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
+                when = time.strftime("%Y-%m-%d %H:%M:%S")
+                set_tags(run_id, {FAILED_RERUN_TAG: f"{stage} {status} at {when}: {error}"})
+                # MLflow's own start_run (log_model) may have ended it FAILED meanwhile.
+                connect().set_terminated(run_id, "FINISHED", end_time=ended)
         raise
 
 

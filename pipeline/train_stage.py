@@ -7,7 +7,6 @@ split along training (`val/fid` ...: gen/quality_curve.py). The file layout come
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -18,6 +17,7 @@ import torch
 
 from gen import distributed
 from gen import metrics as M
+from gen.atomic import staged
 from gen.checkpoint import resume_step, run_identity
 from gen.data import Split, dataset_id, load_split
 from gen.models.base import GenerativeModel, count_params
@@ -25,7 +25,7 @@ from gen.quality_curve import ValidationQuality, curve_steps
 from gen.registry import build
 from gen.runtime import deterministic_mode, pick_device
 from gen.trainer import train
-from pipeline import provenance, tracking
+from pipeline import checkpoints, provenance, tracking
 from pipeline.curves import write_curve, write_quality_curve
 from pipeline.params import Params
 from pipeline.stages import (
@@ -82,8 +82,9 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
     t0 = time.perf_counter()
     curve = _curve(p, model, split, device) if curve_at else None
     curve_setup = time.perf_counter() - t0  # the validation and training features, once
-    resumes_at = resume_step(wip, run_identity(model, p.seed, trained_by))
-    run_id = _resumed_run(wip, resumes_at)
+    identity = run_identity(model, p.seed, trained_by)
+    resumes_at = resume_step(wip, identity, model)  # checked to fit before its run is touched
+    run_id = _resumed_run(wip, resumes_at, identity)
     done: dict[str, int] = {}
     if run_id is not None:  # an interrupted attempt: its run goes on, its curve continues
         tracking.reopen(run_id)
@@ -92,15 +93,17 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
         for old in (wip, wip.with_suffix(".json")):
             old.unlink(missing_ok=True)
         params = used_params(run_params(p), p.model, model)
-        run_id = tracking.start_run(ds, p.model, model.family, params, p.seed, made_by)
-        with tracking.failing(run_id):  # a signal from here on marks the new run KILLED
+        config = {checkpoints.CONFIG_TAG: checkpoints.config_digest(p.model, identity["config"])}
+        tags = {**made_by, **config}  # what is trained, as built from the params read once
+        run_id = tracking.start_run(ds, p.model, model.family, params, p.seed, tags)
+        with tracking.failing(run_id, "train"):  # a signal from here on marks the new run KILLED
             write_json(wip.with_suffix(".json"), {"run_id": run_id})
             tracking.log_dataset(run_id, ds, made_by["data"], PREPARED.as_posix(), _profile(split))
             # Attempts at the same model, seed, code and data that were killed with nothing
             # left to resume: they must not show as RUNNING forever.
             same = {"model": p.model, "seed": str(p.seed), **made_by}
             tracking.close_stale(ds, same, keep=run_id)
-    write_json(RUN_INFO, {"run_id": run_id, "model": p.model, "dataset": ds, "seed": p.seed})
+    info = {"run_id": run_id, "model": p.model, "dataset": ds, "seed": p.seed}
 
     def log(step: int, row: dict[str, float]) -> None:
         named = {
@@ -110,7 +113,11 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
         new = {k: v for k, v in named.items() if step > done.get(k, -1)}
         tracking.log_metrics(run_id, new, step)
 
-    with tracking.failing(run_id):  # the wip checkpoint stays: the next attempt resumes from it
+    # The wip checkpoint stays: the next attempt resumes from it. The checkpoint and curves are
+    # replaced together, once the run has all it logs.
+    outputs = staged(CHECKPOINT, CURVES)
+    with tracking.failing(run_id, "train"), outputs as (checkpoint, curves):
+        write_json(RUN_INFO, info)
         result = train(
             model,
             train_x,
@@ -122,7 +129,7 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
             curve=curve,
             curve_at=curve_at,
         )
-        shutil.copyfile(wip, CHECKPOINT)
+        shutil.copyfile(wip, checkpoint)
         summary = {
             "train_seconds": result.seconds,
             "train_images_per_s": result.images_per_s,
@@ -134,7 +141,7 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
         vals = [h["val/bpd"] for h in result.history if "val/bpd" in h]
         if vals:
             summary["val_bpd"] = vals[-1]
-        write_curves(result.history, CURVES)
+        write_curves(result.history, curves)
         tracking.log_metrics(run_id, summary, result.steps)
         tracking.log_params(run_id, {"flops_per_step": summary["flops_per_step"]})
         if curve is not None:
@@ -147,10 +154,10 @@ def _train_model(p: Params, device: torch.device) -> dict[str, Any]:
         if distributed.launched():
             tags["nproc"] = str(distributed.rank_and_world()[1])
         tracking.set_tags(run_id, tags)
+        log_stage_time(run_id, "train")
     # Finished: nothing to resume, and a later run must not pick it up.
     for old in (wip, wip.with_suffix(".json")):
         old.unlink(missing_ok=True)
-    log_stage_time(run_id, "train")
     return summary
 
 
@@ -169,15 +176,21 @@ def used_params(params: dict[str, Any], name: str, model: GenerativeModel) -> di
     }
 
 
-def _resumed_run(wip: Path, resumes_at: int | None) -> str | None:
+def _resumed_run(wip: Path, resumes_at: int | None, identity: dict[str, Any]) -> str | None:
     """The MLflow run of the attempt that wrote checkpoint `wip`, when training will resume
-    from it and the run is still in the store: the next attempt continues that run."""
+    from it and the run is still in the store (and is that checkpoint's): the next attempt
+    continues that run."""
     sidecar = wip.with_suffix(".json")
     if resumes_at is None or not sidecar.exists():
         return None
-    run_id = json.loads(sidecar.read_text()).get("run_id")
+    remedy = f"delete {wip} and {sidecar} to train from scratch"
+    run_id = checkpoints.read_json(sidecar, remedy).get("run_id")
     status = tracking.run_status(run_id) if run_id else None
-    return run_id if status in ("RUNNING", "FAILED", "KILLED") else None
+    if status not in ("RUNNING", "FAILED", "KILLED"):
+        return None
+    fix = f"delete {sidecar} to resume it in a run of its own"
+    checkpoints.check_run(identity, wip, run_id, tracking.run_tags(run_id), fix)
+    return run_id
 
 
 def _validation(model, split: Split, batch_size: int, device: torch.device):

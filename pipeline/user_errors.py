@@ -3,6 +3,7 @@ status 2 (the error classes themselves are in `pipeline.errors`, cheap to import
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -45,6 +46,16 @@ USER_ERRORS = (
     IsADirectoryError,
     PermissionError,
 )
+
+
+# Writes the disk refuses (full, over quota, read-only, too large, failing): what to do next.
+WRITE_ERRORS = {
+    errno.ENOSPC: "free some space and run the command again",
+    errno.EDQUOT: "free some space (disk quota) and run the command again",
+    errno.EROFS: "the file system is read-only; run it where it can write",
+    errno.EFBIG: "the file is too large for this file system",
+    errno.EIO: "the disk reported an input/output error",
+}
 
 
 class UserError(click.ClickException):
@@ -95,6 +106,11 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
             raise UserError(_one_line(exc) + _params_hint()) from None
+        except OSError as exc:
+            if exc.errno not in WRITE_ERRORS:
+                raise
+            where = f"cannot write {exc.filename}: " if exc.filename else ""
+            raise UserError(f"{where}{exc.strerror}; {WRITE_ERRORS[exc.errno]}") from None
         except Exception as exc:
             if _is_store_error(exc):
                 uri = tracking.tracking_uri()

@@ -283,6 +283,10 @@ def test_a_failed_evaluate_marks_the_run_failed_and_the_next_attempt_finishes_it
 ):
     monkeypatch.chdir(repo)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    # A run whose evaluate has not succeeded yet (a FINISHED run stays FINISHED when a later
+    # evaluate fails: tests/test_checkpoint_faults.py), whichever tests ran here before.
+    genbench("train")
+    genbench("sample")
     run_id = yaml.safe_load((repo / "runs" / "run.json").read_text())["run_id"]
     with moved(repo / "runs" / "classifiers", lambda p: p.mkdir()):
         result = CliRunner().invoke(main, ["evaluate"])
