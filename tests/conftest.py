@@ -215,6 +215,18 @@ def genbench(*args: str) -> str:
     return result.output
 
 
+def with_a_finished_run(repo: Path, *extra: str) -> Path:
+    """`repo` after train, sample and evaluate of the model its params name (one FINISHED
+    run), then the `extra` commands, in-process: earlier results for tests to leave alone."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(repo)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+        mp.setenv("CI", "true")
+        for command in ("train", "sample", "evaluate", *extra):
+            genbench(command)
+    return repo
+
+
 @pytest.fixture(scope="session")
 def prepared_template(project_template: Path, tmp_path_factory, one_thread) -> Iterator[Path]:
     """The tiny project with its data, classifiers and data row made in-process (CLI stages),

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY, copy_project, genbench, set_params
+from conftest import TINY, copy_project, genbench, set_params, with_a_finished_run
 
 from gen.checkpoint import CheckpointError, model_from_checkpoint
 from gen.config import as_dict
@@ -39,13 +39,7 @@ def repo(prepared_template, tmp_path_factory) -> Iterator[Path]:
     """A tiny project with data, ruler, data row and one FINISHED pixelcnn run."""
     repo = copy_project(prepared_template, tmp_path_factory.mktemp("ckpt") / "repo")
     set_params(repo, **NO_CURVE)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(repo)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
-        mp.setenv("CI", "true")
-        for stage in ("train", "sample", "evaluate"):
-            genbench(stage)
-    yield repo
+    yield with_a_finished_run(repo)
 
 
 @pytest.fixture

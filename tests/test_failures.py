@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from conftest import copy_project, genbench, query, run, set_params, tool_env
+from conftest import copy_project, genbench, query, run, set_params, tool_env, with_a_finished_run
 
 from pipeline import store_check, tracking
 from pipeline.cli import main
@@ -33,14 +33,7 @@ def repo(prepared_template, tmp_path_factory) -> Iterator[Path]:
     """A tiny project with data, classifier, data row and one finished pixelcnn run: the
     earlier results every probe must leave alone."""
     repo = copy_project(prepared_template, tmp_path_factory.mktemp("probes") / "repo")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(repo)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
-        mp.setenv("CI", "true")
-        for stage in ("train", "sample", "evaluate"):
-            genbench(stage)
-        genbench("report")
-    yield repo
+    yield with_a_finished_run(repo, "report")
 
 
 def store_state(repo: Path) -> tuple:

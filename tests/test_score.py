@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from conftest import TINY, copy_project, genbench, query
+from conftest import TINY, copy_project, genbench, query, with_a_finished_run
 from PIL import Image
 
 from gen.data import DataMeta
@@ -35,13 +35,7 @@ def made(prepared_template: Path, tmp_path_factory) -> Iterator[Path]:
     """The tiny project after train, sample and evaluate of pixelcnn (seed 0): its samples,
     their built-in figures (metrics.json) and its logged model."""
     repo = copy_project(prepared_template, tmp_path_factory.mktemp("score") / "repo")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(repo)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
-        mp.setenv("CI", "true")
-        for stage in ("train", "sample", "evaluate"):
-            genbench(stage)
-    yield repo
+    yield with_a_finished_run(repo)
 
 
 @pytest.fixture
