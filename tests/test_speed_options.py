@@ -61,13 +61,13 @@ def test_channels_last_runs_are_bit_identical_from_the_same_seed():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fakes", ["fresh", "shared"])
-def test_compiled_loss_trains_dcgan_with_the_eager_losses_and_noise(fakes, monkeypatch):
+def test_compiled_loss_trains_dcgan_with_the_eager_losses_and_noise(fakes):
     torch._dynamo.reset()
+    _, plain = trained("dcgan", {"fakes": fakes})
     # One compile thread: on two cores, starting inductor's pool of compile workers costs more
     # than it saves (about a quarter of this test's time, measured in interleaved pairs).
-    monkeypatch.setattr(torch._inductor.config, "compile_threads", 1)
-    _, plain = trained("dcgan", {"fakes": fakes})
-    model, compiled = trained("dcgan", {"fakes": fakes}, compile=True)
+    with torch._inductor.config.patch(compile_threads=1):
+        model, compiled = trained("dcgan", {"fakes": fakes}, compile=True)
     # Compiled kernels fuse and round differently; inductor's own RNG (fallback_random off)
     # would draw other noise and move the losses by far more.
     assert same_losses(plain, compiled)
