@@ -137,3 +137,23 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
         if not dominated:
             front.append(name)
     return sorted(front, key=lambda n: (points[n][0], points[n][1], n))
+
+
+def settled_step(
+    curves: Sequence[Sequence[tuple[int, float]]], tolerance: float
+) -> tuple[int, float, float] | None:
+    """The first step at which the mean over seeds comes within `tolerance` (a share of it) of
+    the best mean the curves reach, lower being better: past it, more steps buy less than the
+    tolerance. Only steps every seed measured (and none of them NaN) count, so the seeds are
+    compared point for point. (step, mean there, best mean); None without such a step."""
+    measured = [{int(s): float(v) for s, v in c if not math.isnan(v)} for c in curves]
+    if not measured:
+        return None
+    common = sorted(set.intersection(*(set(m) for m in measured)))
+    if not common:
+        return None
+    means = {s: statistics.fmean(m[s] for m in measured) for s in common}
+    best = min(means.values())
+    limit = best + tolerance * abs(best)
+    step = next(s for s in common if means[s] <= limit)
+    return step, means[step], best

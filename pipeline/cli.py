@@ -14,6 +14,7 @@ from gen.data import dataset_id
 from pipeline import protocol_cmd, server_cmd, signals, tracking
 from pipeline.models_command import models
 from pipeline.params import load_params
+from pipeline.steps_cmd import steps
 from pipeline.user_errors import UserError, user_errors
 
 
@@ -32,7 +33,8 @@ params_option = click.option(
 
 
 @click.group(
-    cls=signals.StoppableGroup, commands=[models, *protocol_cmd.COMMANDS, *server_cmd.COMMANDS]
+    cls=signals.StoppableGroup,
+    commands=[models, steps, *protocol_cmd.COMMANDS, *server_cmd.COMMANDS],
 )
 def main() -> None:
     """genbench: train, sample and evaluate generative image models side by side."""

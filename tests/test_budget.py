@@ -91,3 +91,24 @@ def test_the_pareto_front_keeps_ties_and_drops_dominated_points():
     assert budget.pareto_front(points) == ["cheap", "mid", "twin", "best"]
     assert budget.pareto_front({"only": (0.0, 1.0)}) == ["only"]
     assert budget.pareto_front({}) == []
+
+
+def test_the_settled_step_is_the_first_whose_seed_mean_is_within_the_tolerance_of_the_best():
+    seed0 = [(125, 9.0), (250, 5.0), (500, 4.1), (1000, 4.0), (2000, 4.05)]
+    seed1 = [(125, 8.0), (250, 6.0), (500, 4.3), (1000, 4.0), (2000, 3.95)]
+    # means: 8.5, 5.5, 4.2, 4.0, 4.0; best 4.0; within 5% means <= 4.2
+    assert budget.settled_step([seed0, seed1], 0.05) == (500, pytest.approx(4.2), 4.0)
+    assert budget.settled_step([seed0, seed1], 0.01)[0] == 1000
+
+
+def test_a_curve_still_improving_at_its_end_settles_on_its_last_step():
+    falling = [(100, 10.0), (200, 8.0), (400, 6.0)]
+    assert budget.settled_step([falling, falling], 0.05) == (400, 6.0, 6.0)
+
+
+def test_only_steps_every_seed_measured_count_and_nan_points_are_not_measured():
+    seed0 = [(100, 4.0), (200, 3.0), (400, 3.0)]
+    seed1 = [(100, float("nan")), (200, 3.0), (400, 3.0)]  # step 100 unmeasured in seed 1
+    assert budget.settled_step([seed0, seed1], 0.5)[0] == 200
+    assert budget.settled_step([[(100, 1.0)], [(200, 1.0)]], 0.05) is None
+    assert budget.settled_step([], 0.05) is None

@@ -174,3 +174,25 @@ def test_a_model_without_a_curve_is_named_and_a_zero_flop_model_is_on_the_front(
     assert "No validation FID curve beyond 0 FLOPs: baseline, gan." in text
     assert "cheapest first: baseline (0 FLOPs, 60.00), dcgan (1e+09 FLOPs, 9.00)." in text
     assert "No total training FLOPs logged (not drawn): gan." in text
+
+
+def test_genbench_steps_reads_the_step_counts_off_the_seeds_mean_validation_curves(store: Path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    for model in MODELS:
+        for seed in (0, 1):
+            trained_run(model, seed)
+    (store / "params.yaml").write_text((Path(__file__).parents[1] / "params.yaml").read_text())
+    out = CliRunner().invoke(main, ["steps", "--fid-tolerance", "0.3"])
+    assert out.exit_code == 0, out.output
+    lines = {line.split(":")[0]: line for line in out.output.splitlines()}
+    # gan's mean val FID: 105, 65, 51; within 30% of 51 (66.3) first at step 200
+    assert lines["gan"].startswith("gan: steps 200 (trained 2000; seeds 0, 1)")
+    # dcgan's: 85, 35, 11, still falling at its last point
+    assert lines["dcgan"].startswith("dcgan: steps 1000 (trained 1000")
+    assert "still improving at the last point" in lines["dcgan"]
+    # vae: bits/dim within 0.5% only at 500; FID also at 500 (means 55, 14.5, 7.5)
+    assert lines["vae"].startswith("vae: steps 500")
+    assert "val bpd 2.05 at 500" in lines["vae"]
