@@ -4,7 +4,7 @@ module that talks to MLflow."""
 
 from __future__ import annotations
 
-from pipeline import tracking
+from pipeline import logged_models, tracking
 from pipeline.errors import TrackingError
 from pipeline.store_check import check_store
 
@@ -68,7 +68,7 @@ def copy_experiment(source: str, experiment: str, echo=print) -> dict[str, str]:
                     artifact_uri=logged.artifact_location, dst_path=tmp, tracking_uri=source
                 )
                 model = mlflow.pytorch.load_model(local)
-            tracking.log_model(new, model, name=logged.name)
+            logged_models.log_model(new, model, name=logged.name)
         dst.set_terminated(new, status=run.info.status, end_time=run.info.end_time)
         done[old] = new
         echo(f"copied {run.info.run_name or old} ({old[:8]} -> {new[:8]})")

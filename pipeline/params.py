@@ -25,7 +25,7 @@ from gen.data import DataConfig
 from gen.features import EXTRACTORS
 from gen.metrics import INCEPTION_EXTRACTOR
 from gen.registry import all_models, check_data, model_class
-from gen.trainer import TrainOptions
+from gen.train_options import TrainOptions
 from gen.user_files import read_yaml
 from pipeline.presets import resolve_suite, suite_values
 

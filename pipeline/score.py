@@ -34,7 +34,7 @@ from gen.features import Features, extract
 from gen.outside_samples import SampleError, read_samples
 from gen.registry import MODELS
 from gen.runtime import pick_device
-from pipeline import provenance, stages, tracking
+from pipeline import logged_models, provenance, stages, tracking
 from pipeline.params import EvalSettings, Params, TrainSettings
 from pipeline.report.collection import DATA, EXTERNAL, benchmark_parents
 from pipeline.user_errors import UserError
@@ -141,7 +141,7 @@ def _images(
 
 def _sample_model(uri: str, ruler: Ruler, n: int, seed: int, device: torch.device) -> torch.Tensor:
     """`n` samples of the MLflow model at `uri`, drawn as the `sample` stage draws them."""
-    model = tracking.load_model(uri)
+    model = logged_models.load_model(uri)
     sample = getattr(model, "sample", None)
     if not callable(sample):
         raise SampleError(f"{uri}: the model ({type(model).__name__}) has no sample(n)")

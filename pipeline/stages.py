@@ -26,7 +26,7 @@ from gen.datasets import load
 from gen.features import resolve_weights
 from gen.models.base import count_params
 from gen.runtime import pick_device
-from pipeline import checkpoints, provenance, tracking
+from pipeline import checkpoints, logged_models, provenance, tracking
 from pipeline.params import Params
 
 PREPARED = Path("data/prepared")
@@ -359,7 +359,7 @@ def evaluate(p: Params) -> dict[str, Any]:
         )
         tracking.log_artifact(run_id, metrics)
         tracking.log_artifact(run_id, CHECKPOINT, "checkpoint")
-        tracking.log_model(run_id, model)
+        logged_models.log_model(run_id, model)
         figures = {**_stale(run_id, out), **_numbers(out), "time/evaluate": process_seconds()}
         tracking.log_metrics(run_id, figures)
         tracking.finish(run_id, "FINISHED")

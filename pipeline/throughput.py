@@ -16,7 +16,8 @@ from gen.data import DataMeta
 from gen.models.base import GenerativeModel, count_params
 from gen.registry import build
 from gen.runtime import deterministic_mode, pick_device
-from gen.trainer import TrainOptions, train
+from gen.train_options import TrainOptions
+from gen.trainer import train
 
 WARMUP_STEPS = 5  # first steps allocate buffers and pick kernels: not timed
 

@@ -20,7 +20,7 @@ from PIL import Image
 from gen.data import DataMeta
 from gen.metrics import to_rgb8
 from gen.outside_samples import to_levels
-from pipeline import provenance, stages, tracking
+from pipeline import logged_models, provenance, stages, tracking
 from pipeline.cli import main
 from pipeline.params import load_params
 
@@ -270,7 +270,7 @@ def _no_such_run(tmp: Path) -> tuple[str, str]:
 
 def _no_sample(tmp: Path) -> tuple[str, str]:
     run_id = tracking.start_run("digits", "linear", "x", {})
-    tracking.log_model(run_id, torch.nn.Linear(2, 2))
+    logged_models.log_model(run_id, torch.nn.Linear(2, 2))
     tracking.finish(run_id)
     uri = f"runs:/{run_id}/model"
     return uri, f"{uri}: the model (Linear) has no sample(n)"
