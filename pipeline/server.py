@@ -57,6 +57,16 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
     raise ServerError(f"mlflow server at {url} did not answer /health within {timeout:.0f} s")
 
 
+def url_host(host: str) -> str:
+    """`host` as the host part of a URL that reaches the server: a wildcard address is reached
+    on the loopback, and an IPv6 address goes in brackets (http://[::1]:5000)."""
+    if host == "0.0.0.0":
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def serve(
     data: Path,
     host: str,
@@ -98,7 +108,7 @@ def serve(
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        url = f"http://{url_host(host)}:{port}"
         wait_healthy(url, process, timeout=600)
         if auth is not None:
             check_admin(url, auth)

@@ -159,3 +159,13 @@ def test_two_hosts_run_one_named_benchmark_through_a_postgres_backed_server(
     run(["dvc", "exp", "apply", exp], host_a)
     assert (host_a / "runs" / "model.pt").stat().st_size > 0
     assert '"model": "vae"' in (host_a / "metrics.json").read_text()
+
+
+def test_the_url_a_server_is_reached_at_brackets_ipv6_and_reaches_a_wildcard_on_the_loopback():
+    from pipeline.server import url_host
+
+    assert f"http://{url_host('::1')}:5000" == "http://[::1]:5000"
+    assert url_host("::") == "[::1]"
+    assert url_host("0.0.0.0") == "127.0.0.1"
+    assert url_host("127.0.0.1") == "127.0.0.1"
+    assert url_host("myhost") == "myhost"
