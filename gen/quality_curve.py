@@ -14,6 +14,8 @@ samples, and the trainer runs it on a fork of the random state, so training is u
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
@@ -79,6 +81,7 @@ class ValidationQuality:
         model, p = self.model, self.protocol
         seed = point_seed(self.seed, step)
         g = torch.Generator().manual_seed(seed)
+        model = self._ready(model)
         conds = model.condition.curve_conditions(model, self.split, self.n, g)
         images = draw(model, self.n, g, conds, p.batch_size, self.device)
         samples = self._features(images)
@@ -89,6 +92,15 @@ class ValidationQuality:
                 samples, self.reference, self.scale, None, p.kid_subset_size, CURVE_BOOT, seed
             )
         return {f"val/{name}": float(q[key]) for name, key in FIGURES.items()}
+
+    def _ready(self, model: GenerativeModel) -> GenerativeModel:
+        """A copy of `model` made ready to sample as training makes it at its end
+        (`finish_training`: the plain autoencoder fits its code Gaussian there), so a point
+        scores what the final evaluation would at that step, and training goes on untouched."""
+        ready = copy.deepcopy(model)
+        with torch.no_grad():
+            ready.finish_training(self.split.train_x.to(self.device))
+        return ready
 
     def _features(self, images: torch.Tensor) -> Features:
         p = self.protocol

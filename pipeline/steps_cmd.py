@@ -75,7 +75,10 @@ def steps(
         }
         last = max((s for seeds in histories.values() for h in seeds for s, _ in h), default=0)
         if not last:
-            click.echo(f"{model}: no validation curves (trained before they were logged)")
+            click.echo(
+                f"{model}: no validation curve (it takes no gradient steps, "
+                "or its runs predate curves)"
+            )
             continue
         step, why = suggestion(settled(histories, tolerances), last)
         seeds = ", ".join(str(s) for s in runs.seed)

@@ -23,6 +23,7 @@ from pipeline.stages import eval_protocol
 META = DataMeta("tiny", 1, 8, 8, levels=17, n_classes=10)
 TINY = {
     "pixelcnn": {"channels": 8, "layers": 1},
+    "ae": {"hidden": 8, "latent_dim": 2},
     "dcgan": {"g_channels": 8, "d_channels": 8, "z_dim": 4},
     "text2image": {"g_channels": 4, "d_channels": 4, "z_dim": 2},
     "puzzlegan": {"g_channels": 4, "d_channels": 4, "z_dim": 2},
@@ -134,6 +135,27 @@ def test_the_same_seed_and_step_give_the_same_figures(prepared: Path):
     assert first.keys() == again.keys()
     assert all(first[k] == pytest.approx(again[k], rel=1e-6, abs=1e-9) for k in first)
     assert curve_of(model, split)(8) != first  # another step draws other samples
+
+
+def test_a_point_scores_the_model_as_its_end_makes_it_ready_to_sample(prepared: Path):
+    # The plain autoencoder samples from a Gaussian fitted to its codes once training ends: its
+    # last curve point scores exactly what the finished model draws, and the fit is made on a
+    # copy, so the model being trained keeps its unfitted N(0, I) until its end.
+    split = load_split(Path("data/prepared"))
+    model = model_for("ae", split, steps=6)
+    seen: dict[int, dict[str, float]] = {}
+    hook = curve_of(model, split)
+
+    def curve(step: int) -> dict[str, float]:
+        if step < 6:
+            assert torch.equal(model.prior_cov, torch.eye(2))  # not fitted while training
+        seen[step] = hook(step)
+        return seen[step]
+
+    train(model, split.train_x, curve=curve, curve_at=(3, 6), progress=False)
+    assert not torch.equal(model.prior_cov, torch.eye(2))  # fitted at the end
+    finished = curve_of(model, split)(6)
+    assert all(seen[6][k] == pytest.approx(finished[k], rel=1e-6, abs=1e-9) for k in finished)
 
 
 def test_curve_points_leave_the_trained_weights_bit_identical(prepared: Path):
