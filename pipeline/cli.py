@@ -133,10 +133,12 @@ def train_command(params_path: str, nproc: int | None) -> None:
 @user_errors
 def report(params_path: str, out_dir: str, benchmark_run: str | None) -> None:
     """Compile reports/benchmark.{md,html} from a benchmark's runs in MLflow."""
+    from gen import registry
     from pipeline.report import build_report
 
     p = load_params(params_path)
-    md, page = build_report(dataset_id(p.data), Path(out_dir), p.benchmark.listed(), benchmark_run)
+    order = p.benchmark.listed() or list(registry.all_models())  # as the benchmark orders them
+    md, page = build_report(dataset_id(p.data), Path(out_dir), order, benchmark_run)
     click.echo(f"wrote {md} and {page}")
 
 

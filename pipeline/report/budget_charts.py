@@ -44,6 +44,25 @@ def _wide(values: list[float]) -> bool:
     return bool(positive) and len(positive) == len(values) and max(values) / min(values) > 20
 
 
+def _readable_log_x(ax) -> None:
+    """On a log x axis spanning under two decades matplotlib labels every minor tick (2..9
+    times a power of ten) and the labels run into each other: label 2 and 5 times a power of
+    ten there, only the powers of ten on a wider axis, and on an axis within one decade (one
+    model or two of about the same cost) four evenly spaced ticks."""
+    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, MaxNLocator, NullFormatter
+
+    low, high = ax.get_xlim()
+    if 0 < low and high / low < 10:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        return
+    ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    ax.xaxis.set_minor_formatter(
+        LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 2))
+    )
+
+
 def quality_curves(
     curves: dict[str, list[RunCurves]],
     key: str,
@@ -74,6 +93,7 @@ def quality_curves(
             ax.plot(xs, mean, color=color, marker="o", markersize=3, linewidth=1.4, label=name)
             seen += low + high
         ax.set_xscale("log")
+        _readable_log_x(ax)
         ax.set_xlabel(xlabel, fontsize=9)
         ax.set_ylabel(label.split(",")[0], fontsize=9)
         ax.tick_params(labelsize=8)
@@ -164,6 +184,7 @@ def pareto(panels: list[Panel], path: Path) -> Path:
         logs = [math.log10(x) for x in where.values()]
         span = max(logs) - min(logs)  # room on the right for the labels of the costliest
         ax.set_xlim(10 ** (min(logs) - 0.1 * span - 0.1), 10 ** (max(logs) + 0.3 * span + 0.15))
+        _readable_log_x(ax)
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("total training FLOPs (log scale; mean over seeds)", fontsize=9)
         ax.tick_params(labelsize=8)
