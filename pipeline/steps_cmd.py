@@ -20,7 +20,6 @@ from pipeline.user_errors import user_errors
 
 FID_TOLERANCE = 0.05  # the issue's example rule: within 5% of the best FID
 BPD_TOLERANCE = 0.005  # bits/dim differ by ~0.5% between seeds: 5% would hide real differences
-CURVES = {"fid": "val/fid", "bpd": "val/bpd"}
 
 
 def settled(
@@ -58,6 +57,7 @@ def steps(
     params_path: str, benchmark_run: str | None, fid_tolerance: float, bpd_tolerance: float
 ) -> None:
     """Suggest each model's steps from a benchmark's validation curves (mean over its seeds)."""
+    from pipeline.report.budget import CURVE_KEYS  # the curves the budget section reads
     from pipeline.report.collection import collect_nonempty
 
     p = load_params(params_path)
@@ -71,7 +71,7 @@ def steps(
     for model, runs in c.runs.groupby("model", sort=False):
         histories = {
             key: [h for h in (tracking.metric_history(r, name) for r in runs.run_id) if h]
-            for key, name in CURVES.items()
+            for key, name in CURVE_KEYS.items()
         }
         last = max((s for seeds in histories.values() for h in seeds for s, _ in h), default=0)
         if not last:
